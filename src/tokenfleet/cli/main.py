@@ -1,0 +1,196 @@
+"""`tokenfleet`: catalog, predict, compare, validate, calibrate (and later simulate, plan, sweep)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from pydantic import ValidationError
+from rich.console import Console
+
+from tokenfleet.catalog.chips import all_chips, get_chip
+from tokenfleet.catalog.models import all_models, get_model
+from tokenfleet.cli import tables
+from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.predict import Prediction, Workload, predict_static
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Which hardware for which LLM traffic.")
+catalog_app = typer.Typer(no_args_is_help=True, help="What the built-in catalog knows, and where each figure comes from.")
+app.add_typer(catalog_app, name="catalog")
+console = Console()
+
+DEFAULT_COMPARE = ["h100-sxm", "h200-sxm", "b200", "mi300x", "mi325x", "tpu-v6e", "tpu-v7", "groq-lpu", "cerebras-wse3", "sambanova-sn40l"]
+ModelOpt = Annotated[str, typer.Option("--model", "-m", help="catalog name, Hugging Face id, or path to a config.json")]
+InputOpt = Annotated[int, typer.Option("--input", "-i", help="prompt tokens per request")]
+OutputOpt = Annotated[int, typer.Option("--output", "-o", help="generated tokens per request")]
+BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="requests served together")]
+PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="weight format: bf16, fp8, int8, fp4, int4, mxfp4")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+
+
+def emit_json(data: Any) -> None:
+    sys.stdout.write(json.dumps(data, indent=2, default=float) + "\n")
+
+
+@catalog_app.command("list")
+def catalog_list(json_out: JsonOpt = False) -> None:
+    """List chips and models."""
+    chips, models = all_chips(), [get_model(m) for m in all_models()]
+    if json_out:
+        emit_json({"chips": [c.model_dump(mode="json") for c in chips.values()], "models": [tables.model_summary(m) for m in models]})
+        return
+    console.print(tables.chip_list(list(chips.values())))
+    console.print(tables.model_list(models))
+
+
+@catalog_app.command("show")
+def catalog_show(name: Annotated[str, typer.Argument(help="a chip id or a model name")], json_out: JsonOpt = False) -> None:
+    """Every figure of one chip or model, with its source."""
+    if name.lower() in all_chips():
+        chip = get_chip(name)
+        if json_out:
+            emit_json(chip.model_dump(mode="json"))
+        else:
+            console.print(tables.chip_detail(chip))
+        return
+    model = get_model(name)
+    if json_out:
+        emit_json(tables.model_summary(model))
+    else:
+        console.print(tables.model_detail(model))
+
+
+@app.command()
+def predict(
+    model: ModelOpt,
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="chip id, e.g. h100-sxm")],
+    input_tokens: InputOpt = 1000,
+    output_tokens: OutputOpt = 500,
+    batch: BatchOpt = 1,
+    chips: Annotated[str, typer.Option("--chips", "-n", help="chips in the replica, or 'auto'")] = "auto",
+    tp: Annotated[int | None, typer.Option(help="tensor-parallel size")] = None,
+    pp: Annotated[int | None, typer.Option(help="pipeline stages")] = None,
+    ep: Annotated[int | None, typer.Option(help="expert-parallel size (MoE)")] = None,
+    precision: PrecisionOpt = "bf16",
+    json_out: JsonOpt = False,
+) -> None:
+    """TTFT, TPOT, throughput, cost and energy of a static batch on one deployment."""
+    spec, chip = get_model(model), get_chip(hardware)
+    work = Workload(batch, input_tokens, output_tokens)
+    dep = resolve_deployment(spec, chip, work, chips, tp, pp, ep, precision)
+    pred = predict_static(spec, chip, dep, work)
+    if json_out:
+        emit_json(pred.as_dict())
+    else:
+        console.print(tables.prediction_panel(pred))
+
+
+@app.command()
+def compare(
+    model: ModelOpt,
+    input_tokens: InputOpt = 1000,
+    output_tokens: OutputOpt = 500,
+    batch: BatchOpt = 1,
+    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="comma-separated chip ids (default: a cross-family set)")] = None,
+    precision: PrecisionOpt = "bf16",
+    sort: Annotated[str, typer.Option(help="sort key: tok_s_user, tok_s_chip, usd_per_mtok")] = "tok_s_user",
+    json_out: JsonOpt = False,
+) -> None:
+    """One row per chip with its smallest deployment that fits, sorted."""
+    spec = get_model(model)
+    work = Workload(batch, input_tokens, output_tokens)
+    rows: list[Prediction] = []
+    failures: dict[str, str] = {}
+    for chip in parse_hardware_list(hardware, DEFAULT_COMPARE):
+        try:
+            dep = resolve_deployment(spec, chip, work, "auto", precision=precision)
+            rows.append(predict_static(spec, chip, dep, work))
+        except TokenfleetError as exc:
+            failures[chip.id] = str(exc)
+    keys = {"tok_s_user": lambda p: -p.output_tok_s_per_user, "tok_s_chip": lambda p: -p.output_tok_s_per_chip, "usd_per_mtok": lambda p: p.usd_per_mtok}
+    if sort not in keys:
+        raise TokenfleetError(f"unknown --sort {sort!r}: choose one of: {', '.join(keys)}")
+    rows.sort(key=keys[sort])
+    if json_out:
+        emit_json({"rows": [r.as_dict() for r in rows], "not_predicted": failures})
+    else:
+        console.print(tables.compare_table(rows, spec.name, work))
+        for chip_id, why in failures.items():
+            console.print(f"[yellow]{chip_id}[/]: {why}")
+
+
+CasesOpt = Annotated[Path | None, typer.Option("--cases", help="CSV in the calibration schema (default: the shipped copy)")]
+
+
+def _cases_path(cases: Path | None) -> Path:
+    from tokenfleet.validation.cases import builtin_cases_path
+
+    return cases if cases is not None else builtin_cases_path()
+
+
+@app.command()
+def validate(
+    cases: CasesOpt = None,
+    json_out: JsonOpt = False,
+    loso: Annotated[bool, typer.Option("--loso", help="also show leave-one-source-out error")] = False,
+) -> None:
+    """Measured vs predicted for every row, and MAPE per hardware family and metric."""
+    from tokenfleet.validation.report import validation_report
+
+    report = validation_report(_cases_path(cases), loso=loso)
+    if json_out:
+        emit_json(report.as_dict())
+    else:
+        tables.print_validation(console, report)
+
+
+@app.command()
+def calibrate(
+    cases: CasesOpt = None,
+    write: Annotated[bool, typer.Option("--write", help="store the fit in the package's efficiency.yaml")] = False,
+) -> None:
+    """Fit the efficiency parameters of each hardware family on the calibration rows."""
+    from tokenfleet.validation.calibrate import calibrate as fit
+    from tokenfleet.validation.calibrate import write_efficiency
+    from tokenfleet.validation.cases import read_cases
+
+    cases = _cases_path(cases)
+    fits = fit(read_cases(cases))
+    for f in fits.values():
+        console.print(f"{f.kind:16s} rows={len(f.rows):3d} in-sample MAPE={f.mape:6.1%} band=x{2.718281828 ** f.band_log:.2f}  {f.efficiency}")
+    if write:
+        out = Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"
+        write_efficiency(fits, cases, out)
+        console.print(f"wrote {out}")
+
+
+def run() -> None:
+    """Console entry point: every user error becomes one line on stderr and exit code 2."""
+    try:
+        app(standalone_mode=False)
+    except TokenfleetError as exc:
+        _fail(str(exc))
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        _fail(f"invalid {'.'.join(str(p) for p in err['loc'])}: {err['msg']}")
+    except (typer.Abort, KeyboardInterrupt):
+        _fail("interrupted")
+    except Exception as exc:
+        if hasattr(exc, "format_message") and hasattr(exc, "exit_code"):  # click's usage errors
+            _fail(str(exc.format_message()).splitlines()[0])
+        if type(exc).__name__ == "Exit":
+            sys.exit(getattr(exc, "exit_code", 0))
+        raise
+
+
+def _fail(message: str) -> None:
+    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    sys.exit(2)
+
+
+if __name__ == "__main__":
+    run()

@@ -1,0 +1,129 @@
+"""Rich tables for the terminal; JSON output never goes through here."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
+from tokenfleet.catalog.pricing import chip_hour_usd, price_basis
+from tokenfleet.perf.predict import Prediction, Workload
+from tokenfleet.validation.report import FAMILIES, ValidationReport
+
+
+def _si(value: float, unit: str) -> str:
+    for factor, prefix in ((1e15, "P"), (1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:,.3g} {prefix}{unit}"
+    return f"{value:,.3g} {unit}"
+
+
+def chip_list(chips: list[ChipSpec]) -> Table:
+    t = Table(title="Chips")
+    for col in ("id", "family", "bf16 FLOP/s", "SRAM", "HBM", "HBM B/s", "$/chip-h", "price basis"):
+        t.add_column(col)
+    for c in chips:
+        t.add_row(c.id, c.family, _si(c.get("bf16_flops_per_s"), "FLOP/s"), _si(c.sram_bytes, "B"), _si(c.hbm_bytes, "B"),
+                  _si(c.hbm_bytes_per_s, "B/s"), f"{chip_hour_usd(c):.2f}", price_basis(c))
+    return t
+
+
+def chip_detail(chip: ChipSpec) -> Table:
+    t = Table(title=f"{chip.name} ({chip.id}, {chip.family})", show_lines=False)
+    for col in ("figure", "value", "estimate", "source"):
+        t.add_column(col, overflow="fold")
+    for key, fig in chip.figures.items():
+        t.add_row(key, f"{fig.value:,.6g}", "yes" if fig.estimate else "", f"{fig.source} ({fig.date})" + (f" — {fig.note}" if fig.note else ""))
+    return t
+
+
+def model_summary(m: ModelSpec) -> dict[str, Any]:
+    return {
+        "name": m.name, "hf_id": m.hf_id, "layers": m.num_layers, "hidden_size": m.hidden_size,
+        "heads": m.num_heads, "kv_heads": m.num_kv_heads, "head_dim": m.qk_head_dim, "attention": "mla" if m.is_mla else ("gqa" if m.num_kv_heads < m.num_heads else "mha"),
+        "experts": m.num_experts, "experts_per_token": m.experts_per_token, "moe_layers": m.num_moe_layers,
+        "total_params": m.total_params, "active_params": m.active_params,
+        "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0), "published_params": dict(m.published),
+        "layer_groups": [{"count": g.count, "moe": g.is_moe, "window_tokens": g.window_tokens} for g in m.layer_groups],
+    }
+
+
+def model_list(models: list[ModelSpec]) -> Table:
+    t = Table(title="Models")
+    for col in ("name", "hf id", "layers", "attention", "experts", "total", "active", "KV/token (bf16)"):
+        t.add_column(col)
+    for m in models:
+        s = model_summary(m)
+        t.add_row(m.name, m.hf_id, str(m.num_layers), s["attention"], f"{m.num_experts}/{m.experts_per_token}" if m.is_moe else "-",
+                  _si(m.total_params, ""), _si(m.active_params, ""), _si(m.kv_bytes_per_token(2.0), "B"))
+    return t
+
+
+def model_detail(m: ModelSpec) -> Table:
+    t = Table(title=f"{m.name} ({m.hf_id})")
+    t.add_column("field")
+    t.add_column("value", overflow="fold")
+    for k, v in model_summary(m).items():
+        t.add_row(k, f"{v:,}" if isinstance(v, int) else str(v))
+    return t
+
+
+def prediction_panel(p: Prediction) -> Table:
+    t = Table(title=f"{p.model} on {p.hardware}: {p.deployment}, batch {p.batch}, {p.input_tokens} in / {p.output_tokens} out")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    t.add_column(f"band (x/÷{p.band_factor:.2f})", justify="right")
+    lo, hi = 1 / p.band_factor, p.band_factor
+    for name, value, unit in (
+        ("TTFT", p.ttft_s * 1e3, "ms"), ("TPOT", p.tpot_s * 1e3, "ms"), ("end to end", p.e2e_s, "s"),
+        ("output tok/s per user", p.output_tok_s_per_user, ""), ("output tok/s total", p.output_tok_s_total, ""),
+        ("output tok/s per chip", p.output_tok_s_per_chip, ""), ("$ per Mtok (output)", p.usd_per_mtok, ""),
+        ("J per output token", p.joules_per_token, ""),
+    ):
+        t.add_row(f"{name}" + (f" ({unit})" if unit else ""), f"{value:,.4g}", f"{value * lo:,.3g} – {value * hi:,.3g}")
+    t.add_row("memory per chip", f"{p.memory_gb_per_chip:,.1f} / {p.memory_capacity_gb_per_chip:,.1f} GB", f"weights in {p.weights_tier}, KV in {p.kv_tier}")
+    t.add_row("bound by", p.bound, "")
+    for phase, parts in (("decode", p.breakdown_decode_s), ("prefill", p.breakdown_prefill_s)):
+        total = parts.get("total_s", 0.0) or 1.0
+        t.add_row(f"{phase} breakdown", ", ".join(f"{k.removesuffix('_s')} {v / total:.0%}" for k, v in parts.items() if k != "total_s"), "")
+    return t
+
+
+def compare_table(rows: list[Prediction], model: str, work: Workload) -> Table:
+    t = Table(title=f"{model}: batch {work.batch}, {work.input_tokens} in / {work.output_tokens} out")
+    for col in ("hardware", "deployment", "TTFT ms", "tok/s/user", "tok/s/chip", "$/Mtok", "J/tok", "bound", "weights in"):
+        t.add_column(col, justify="right" if col not in ("hardware", "deployment", "bound", "weights in") else "left")
+    for p in rows:
+        t.add_row(p.hardware, p.deployment, f"{p.ttft_s * 1e3:,.0f}", f"{p.output_tok_s_per_user:,.0f}", f"{p.output_tok_s_per_chip:,.1f}",
+                  f"{p.usd_per_mtok:,.2f}", f"{p.joules_per_token:,.2f}", p.bound, p.weights_tier)
+    return t
+
+
+def print_validation(console: Console, report: ValidationReport) -> None:
+    t = Table(title="Measured vs predicted")
+    for col in ("id", "hardware", "model", "scenario", "metric", "trust", "measured", "predicted", "error"):
+        t.add_column(col, overflow="fold")
+    for o in report.outcomes:
+        pred = f"{o.predicted:,.4g}" if o.predicted is not None else f"[dim]— {o.reason}[/]"
+        err = f"{o.error:.1%}" if o.error is not None else ""
+        trust = o.case.trust + ("" if o.case.counted else " (not counted)")
+        t.add_row(o.case.id, o.case.hardware, o.case.model.split("/")[-1], o.case.scenario, o.case.metric, trust, f"{o.case.value:,.4g}", pred, err)
+    console.print(t)
+    console.print(mape_table(report))
+
+
+def mape_table(report: ValidationReport) -> Table:
+    fit = report.mape_table(report.outcomes)
+    loso = report.mape_table(report.loso) if report.loso else {}
+    t = Table(title="MAPE by hardware family (claims excluded)")
+    for col in ("family", "rows", "MAPE", *(["leave-one-source-out MAPE"] if loso else [])):
+        t.add_column(col)
+    for fam in FAMILIES:
+        if fam in fit:
+            t.add_row(fam, str(fit[fam]["rows"]), f"{fit[fam]['mape']:.1%}", *([f"{loso[fam]['mape']:.1%}"] if fam in loso else ([""] if loso else [])))
+        else:
+            t.add_row(fam, "0", "no predictable rows", *([""] if loso else []))
+    return t

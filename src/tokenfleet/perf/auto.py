@@ -1,0 +1,45 @@
+"""Choose a deployment when the user does not: the smallest one that holds the model and its KV."""
+
+from __future__ import annotations
+
+import math
+
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.memory import USABLE_FRACTION, plan_memory, require_fit
+
+#: Largest replica `auto` will consider, in chips.
+MAX_AUTO_CHIPS = 16384
+
+
+def layout(chip: ChipSpec, chips: int, ep: int = 1, **precisions: str) -> Deployment:
+    """Tensor parallel inside the chip's scale-up domain, pipeline stages across domains."""
+    node = int(chip.get("chips_per_node", 8)) if chip.family == "sram" else chip.scaleup_domain_chips
+    tp = math.gcd(chips, max(node, 1))
+    return Deployment(chips=chips, tp=tp, pp=chips // tp, ep=math.gcd(ep, tp), **precisions)
+
+
+def _candidate_counts(chip: ChipSpec, min_chips: int) -> list[int]:
+    if chip.family == "sram":  # sold and served as whole nodes
+        node = max(int(chip.get("chips_per_node", 1)), 1)
+        start = max(node, -(-min_chips // node) * node)
+        return list(range(start, MAX_AUTO_CHIPS + 1, node))[:256] or [start]
+    counts = [2**i for i in range(13) if 2**i >= min_chips]
+    return [c for c in counts if c <= MAX_AUTO_CHIPS]
+
+
+def auto_deployment(model: ModelSpec, chip: ChipSpec, kv_bytes_needed: float = 0.0, **precisions: str) -> Deployment:
+    """The fewest chips (powers of two on GPUs and TPUs, whole nodes on SRAM systems) that fit."""
+    probe = Deployment(chips=1, tp=1, pp=1, **precisions)
+    one = plan_memory(model, chip, probe, kv_bytes_needed)
+    per_chip = (chip.sram_bytes if chip.weights_on_chip else 0.0) + chip.hbm_bytes
+    lower = max(1, math.floor(one.needed_bytes / max(per_chip * USABLE_FRACTION, 1.0)))
+    dep = probe
+    for chips in _candidate_counts(chip, lower):
+        dep = layout(chip, chips, 1, **precisions)
+        if plan_memory(model, chip, dep, kv_bytes_needed).fits:
+            return dep
+    require_fit(plan_memory(model, chip, dep, kv_bytes_needed), dep, chip)
+    raise TokenfleetError(f"{model.name} does not fit on up to {MAX_AUTO_CHIPS} x {chip.id}")

@@ -1,0 +1,81 @@
+"""Where weights and KV cache live (SRAM or HBM), and whether a model fits at all."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.precision import bytes_per_elem
+
+#: Share of each tier that model data may use; the rest holds the runtime, activations and
+#: workspace (vLLM's default `gpu_memory_utilization` is 0.9).
+USABLE_FRACTION = 0.9
+GB = 1e9
+
+
+def kv_shards(model: ModelSpec, dep: Deployment) -> int:
+    """Chips over which one sequence's KV cache is split: PP stages times distinct KV heads per stage.
+
+    Latent (MLA) caches and KV heads fewer than the TP size are replicated, not split.
+    """
+    heads_split = 1 if model.is_mla else min(dep.tp, model.num_kv_heads)
+    return dep.pp * heads_split
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per chip by tier, where each kind of data lives, and the room left for KV cache."""
+
+    weights_tier: str  # "sram" or "hbm"
+    kv_tier: str
+    weight_bytes_per_chip: float
+    kv_bytes_per_chip: float  # KV the workload asked to hold
+    kv_capacity_bytes_per_chip: float  # KV the tier can still hold after the weights
+    kv_capacity_tokens: float  # tokens of context the whole replica can cache
+    needed_bytes: float  # whole replica: weights + requested KV
+    available_bytes: float  # whole replica, usable part of every tier
+
+    @property
+    def fits(self) -> bool:
+        return self.needed_bytes <= self.available_bytes and self.kv_bytes_per_chip <= self.kv_capacity_bytes_per_chip
+
+
+def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, kv_bytes_needed: float = 0.0) -> MemoryPlan:
+    """Place weights and `kv_bytes_needed` of KV cache; SRAM first on SRAM-first chips."""
+    weights = model.total_params * bytes_per_elem(dep.weight_precision) / dep.chips
+    kv = kv_bytes_needed / kv_shards(model, dep)
+    kv_per_token = model.kv_bytes_per_token(bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
+    sram = chip.sram_bytes * USABLE_FRACTION if chip.weights_on_chip else 0.0
+    hbm = chip.hbm_bytes * USABLE_FRACTION
+    if sram >= weights and (sram - weights >= kv or hbm == 0):
+        weights_tier, kv_tier, room = "sram", "sram", sram - weights
+    elif sram >= weights:
+        weights_tier, kv_tier, room = "sram", "hbm", hbm
+    else:
+        weights_tier, kv_tier, room = "hbm", "hbm", hbm - weights
+    return MemoryPlan(
+        weights_tier=weights_tier,
+        kv_tier=kv_tier,
+        weight_bytes_per_chip=weights,
+        kv_bytes_per_chip=kv,
+        kv_capacity_bytes_per_chip=max(room, 0.0),
+        kv_capacity_tokens=max(room, 0.0) / kv_per_token if kv_per_token else float("inf"),
+        needed_bytes=(weights + kv) * dep.chips,
+        available_bytes=(sram if weights_tier == "sram" else 0.0) * dep.chips + (hbm if "hbm" in (weights_tier, kv_tier) else 0.0) * dep.chips,
+    )
+
+
+def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec) -> None:
+    """Raise a one-line error saying by how much a deployment misses and what would fix it."""
+    if plan.fits:
+        return
+    need, have = plan.needed_bytes / GB, plan.available_bytes / GB
+    more = max(2, int(-(-dep.chips * need // max(have, 1e-9))))
+    narrower = {"bf16": "fp8", "fp16": "fp8", "fp8": "fp4", "int8": "int4"}.get(dep.weight_precision)
+    hint = f"use --chips {more}" + (f" or --precision {narrower}" if narrower else "")
+    raise TokenfleetError(
+        f"does not fit: needs {need:,.1f} GB, has {have:,.1f} GB usable on {dep.chips} x {chip.id}: {hint}"
+    )

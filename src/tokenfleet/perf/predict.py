@@ -1,0 +1,160 @@
+"""Request-level predictions for a static batch: B identical requests start together on an idle
+replica; one prefill step, then one decode step per output token. This is what `predict`,
+`compare` and the `static` and `per_user` validation rows use."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
+from tokenfleet.catalog.pricing import chip_hour_usd
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.efficiency import calibration_for
+from tokenfleet.perf.memory import MemoryPlan, require_fit
+from tokenfleet.perf.precision import bytes_per_elem
+from tokenfleet.perf.step import (
+    BatchShape,
+    Efficiency,
+    StepModel,
+    StepTime,
+    batch_shape,
+    model_window,
+)
+
+
+@dataclass(frozen=True)
+class Workload:
+    """B identical requests of `input_tokens` prompt and `output_tokens` generated tokens."""
+
+    batch: int
+    input_tokens: int
+    output_tokens: int
+
+    def __post_init__(self) -> None:
+        for name in ("batch", "input_tokens", "output_tokens"):
+            if getattr(self, name) <= 0:
+                raise TokenfleetError(f"--{name.replace('_tokens', '')} must be a positive integer, got {getattr(self, name)}")
+
+    @property
+    def kv_bytes_needed_per_elem(self) -> float:
+        return float(self.batch * (self.input_tokens + self.output_tokens))
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """A static-batch run: latencies, throughputs, cost, energy, the band and what bounds it."""
+
+    model: str
+    hardware: str
+    deployment: str
+    chips: int
+    batch: int
+    input_tokens: int
+    output_tokens: int
+    ttft_s: float
+    tpot_s: float
+    e2e_s: float
+    output_tok_s_per_user: float
+    output_tok_s_total: float
+    output_tok_s_per_chip: float
+    total_tok_s: float
+    usd_per_mtok: float
+    joules_per_token: float
+    bound: str
+    band_factor: float  # ~80% of calibration rows lie within [x / band_factor, x * band_factor]
+    weights_tier: str
+    kv_tier: str
+    memory_gb_per_chip: float
+    memory_capacity_gb_per_chip: float
+    breakdown_decode_s: dict[str, float]
+    breakdown_prefill_s: dict[str, float]
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _breakdown(t: StepTime) -> dict[str, float]:
+    return {
+        "compute_s": float(np.sum(t.compute_s)),
+        "weight_memory_s": float(np.sum(t.weight_memory_s)),
+        "kv_memory_s": float(np.sum(t.kv_memory_s)),
+        "communication_s": float(np.sum(t.comm_s)),
+        "overhead_s": float(np.sum(t.overhead_s)),
+        "total_s": float(np.sum(t.latency_s)),
+    }
+
+
+def decode_shapes(model: ModelSpec, work: Workload) -> BatchShape:
+    """The O-1 decode steps of a static batch as one vectorised BatchShape."""
+    ctx = work.input_tokens + np.arange(1, max(work.output_tokens, 2), dtype=float)
+    b = float(work.batch)
+    window = model_window(model)
+    capped = np.minimum(ctx, window)
+    return BatchShape(
+        num_seqs=b,
+        new_tokens=b,
+        kv_tokens=b * ctx,
+        kv_tokens_window=b * capped,
+        attn_pairs=b * ctx,
+        attn_pairs_window=b * capped,
+    )
+
+
+def step_model(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> StepModel:
+    kv_needed = model.kv_bytes(work.input_tokens + work.output_tokens, bytes_per_elem(dep.kv_precision)) * work.batch
+    return StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, kv_needed)
+
+
+def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> Prediction:
+    """Predict one static batch; raises a one-line error if the deployment cannot hold it."""
+    sm = step_model(model, chip, dep, work, eff)
+    require_fit(sm.memory, dep, chip)
+    prefill = sm.step(batch_shape(model, [work.input_tokens] * work.batch, [work.input_tokens] * work.batch))
+    decode = sm.step(decode_shapes(model, work)) if work.output_tokens > 1 else None
+    ttft = float(prefill.latency_s)
+    decode_s = float(np.sum(decode.latency_s)) if decode is not None else 0.0
+    e2e = ttft + decode_s
+    tpot = decode_s / (work.output_tokens - 1) if work.output_tokens > 1 else 0.0
+    out_tokens = work.batch * work.output_tokens
+    energy = float(prefill.energy_j) + (float(np.sum(decode.energy_j)) if decode is not None else 0.0)
+    band = float(np.exp(calibration_for(chip).band_log))
+    return Prediction(
+        model=model.name,
+        hardware=chip.id,
+        deployment=dep.describe(),
+        chips=dep.chips,
+        batch=work.batch,
+        input_tokens=work.input_tokens,
+        output_tokens=work.output_tokens,
+        ttft_s=ttft,
+        tpot_s=tpot,
+        e2e_s=e2e,
+        output_tok_s_per_user=1.0 / tpot if tpot > 0 else work.output_tokens / e2e,
+        output_tok_s_total=out_tokens / e2e,
+        output_tok_s_per_chip=out_tokens / e2e / dep.chips,
+        total_tok_s=work.batch * (work.input_tokens + work.output_tokens) / e2e,
+        usd_per_mtok=chip_hour_usd(chip) * dep.chips * e2e / 3600 / out_tokens * 1e6,
+        joules_per_token=energy / out_tokens,
+        bound=(decode or prefill).bound(),
+        band_factor=band,
+        weights_tier=sm.memory.weights_tier,
+        kv_tier=sm.memory.kv_tier,
+        memory_gb_per_chip=_used_gb(sm.memory),
+        memory_capacity_gb_per_chip=_capacity_gb(chip, sm.memory),
+        breakdown_decode_s=_breakdown(decode) if decode is not None else {},
+        breakdown_prefill_s=_breakdown(prefill),
+    )
+
+
+def _used_gb(mem: MemoryPlan) -> float:
+    return (mem.weight_bytes_per_chip + mem.kv_bytes_per_chip) / 1e9
+
+
+def _capacity_gb(chip: ChipSpec, mem: MemoryPlan) -> float:
+    tiers = {mem.weights_tier, mem.kv_tier}
+    return (chip.sram_bytes * ("sram" in tiers) + chip.hbm_bytes * ("hbm" in tiers)) / 1e9

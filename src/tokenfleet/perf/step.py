@@ -1,0 +1,215 @@
+"""Time, traffic and energy of one engine step: a batch of sequences, each with new tokens to
+compute and a context to attend to. Prefill, chunked prefill and decode are the same call.
+
+Each term is a roofline piece with its formula beside it; the calibrated `Efficiency` of the
+chip's family scales peaks down and adds the fixed costs that rooflines miss. All inputs may be
+numpy arrays of equal shape, so the simulator can cost many batch states in one call.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
+from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.memory import MemoryPlan, kv_shards, plan_memory
+from tokenfleet.perf.precision import COMPUTE_FORMAT, bytes_per_elem
+
+Num = Any  # a float or a numpy array of floats
+
+#: Share of TDP a chip draws while idle; busy time adds the rest linearly (an estimate; measured
+#: H100 idle is 10-15% of TDP, but a serving replica between kernels sits far above idle).
+STATIC_POWER_FRACTION = 0.5
+
+
+@dataclass(frozen=True)
+class Efficiency:
+    """Calibrated per hardware family; see `perf/data/efficiency.yaml` and `perf/calibrate.py`."""
+
+    mem_eff: float = 0.8  # achieved / peak memory bandwidth
+    compute_eff: float = 0.6  # achieved / peak dense FLOP/s
+    layer_overhead_s: float = 10e-6  # fixed cost per transformer layer per step (launches, norms, sync)
+    moe_layer_overhead_s: float = 0.0  # extra fixed cost per MoE layer (routing, grouped GEMM set-up)
+    step_overhead_s: float = 1e-3  # fixed cost per step (scheduling, sampling, host sync)
+
+
+@dataclass(frozen=True)
+class BatchShape:
+    """Sums over the sequences of one step; fields may be numpy arrays (one entry per step)."""
+
+    num_seqs: Num
+    new_tokens: Num  # tokens computed this step (all sequences)
+    kv_tokens: Num  # context tokens attended in full-attention layers, summed over sequences
+    kv_tokens_window: Num  # the same in sliding-window layers (capped at the window)
+    attn_pairs: Num  # (query, key) pairs in full-attention layers
+    attn_pairs_window: Num  # (query, key) pairs in windowed layers
+
+
+def _pairs(new: np.ndarray, ctx: np.ndarray, window: float) -> np.ndarray:
+    """Causal (query, key) pairs of `new` queries at the end of `ctx` tokens, keys capped at `window`."""
+    start = ctx - new  # keys before the first new token
+    full = new * start + new * (new + 1) / 2
+    if math.isinf(window):
+        return np.asarray(full, dtype=float)
+    # positions p = start+1 .. ctx each see min(p, window) keys
+    below = np.clip(window - start, 0, new)  # queries whose position is <= window
+    first = start + 1
+    return np.asarray(below * first + below * (below - 1) / 2 + (new - below) * window, dtype=float)
+
+
+def batch_shape(model: ModelSpec, new_tokens: Any, context_tokens: Any) -> BatchShape:
+    """Summarise sequences (`new_tokens[i]` computed now, `context_tokens[i]` total after the step)."""
+    new = np.asarray(new_tokens, dtype=float)
+    ctx = np.asarray(context_tokens, dtype=float)
+    window = float(model_window(model))
+    return BatchShape(
+        num_seqs=float(new.size),
+        new_tokens=float(new.sum()),
+        kv_tokens=float(ctx.sum()),
+        kv_tokens_window=float(np.minimum(ctx, window).sum()),
+        attn_pairs=float(_pairs(new, ctx, math.inf).sum()),
+        attn_pairs_window=float(_pairs(new, ctx, window).sum()),
+    )
+
+
+def model_window(model: ModelSpec) -> float:
+    """The one sliding-window size of a model's windowed layers (inf when it has none)."""
+    windows = {g.window_tokens for g in model.layer_groups if g.window_tokens is not None}
+    return float(max(windows)) if windows else math.inf
+
+
+@dataclass(frozen=True)
+class StepTime:
+    """One step's time and its parts; seconds, bytes and joules for the whole replica."""
+
+    latency_s: Num  # first layer in to last layer out
+    interval_s: Num  # time between successive steps with `pp` micro-batches in flight
+    compute_s: Num
+    weight_memory_s: Num
+    kv_memory_s: Num
+    comm_s: Num
+    overhead_s: Num
+    flops: Num
+    bytes: Num
+    energy_j: Num
+
+    @property
+    def memory_s(self) -> Num:
+        return self.weight_memory_s + self.kv_memory_s
+
+    def bound(self) -> str:
+        """What dominates this step: memory, compute, communication or fixed overhead."""
+        parts = {
+            "memory": float(np.mean(self.memory_s)),
+            "compute": float(np.mean(self.compute_s)),
+            "communication": float(np.mean(self.comm_s)),
+            "overhead": float(np.mean(self.overhead_s)),
+        }
+        return max(parts, key=lambda k: parts[k])
+
+
+class StepModel:
+    """Step costs of one model on one deployment of one chip; constants are computed once."""
+
+    def __init__(self, model: ModelSpec, chip: ChipSpec, dep: Deployment, eff: Efficiency, kv_bytes_needed: float = 0.0):
+        self.model, self.chip, self.dep, self.eff = model, chip, dep, eff
+        self.memory: MemoryPlan = plan_memory(model, chip, dep, kv_bytes_needed)
+        w_bytes = bytes_per_elem(dep.weight_precision)
+        self.kv_elem_bytes = bytes_per_elem(dep.kv_precision)
+        self.act_bytes = bytes_per_elem(dep.act_precision)
+        self.window = model_window(model)
+        full_layers = sum(g.count for g in model.layer_groups if g.window_tokens is None)
+        self.full_layers, self.window_layers = full_layers, model.num_layers - full_layers
+        # weights every step reads in full, and one routed expert of every MoE layer
+        self.dense_weight_bytes = (model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
+        self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
+        self.peak_flops = chip.peak_flops_per_s(COMPUTE_FORMAT[dep.weight_precision])
+        self.weight_bw = chip.sram_bytes_per_s if self.memory.weights_tier == "sram" else chip.hbm_bytes_per_s
+        self.kv_bw = chip.sram_bytes_per_s if self.memory.kv_tier == "sram" else chip.hbm_bytes_per_s
+        self.kv_shards = kv_shards(model, dep)
+        self.link_bw = chip.link_bytes_per_s or 1e9
+        self.link_lat = chip.link_latency_s
+
+    # --- roofline terms (whole replica, then per chip) -----------------------------------
+    def flops(self, b: BatchShape) -> Num:
+        """2 FLOPs per weight per token (matmuls; the output head only for one token per sequence)
+        plus attention: 2 * heads * (d_qk + d_v) per (query, key) pair per layer [Kaplan et al. 2020]."""
+        m = self.model
+        head = 2 * m.vocab_size * m.hidden_size
+        per_token = 2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size)
+        attn = m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
+        return per_token * b.new_tokens + head * b.num_seqs + attn
+
+    def experts_touched(self, tokens: Num) -> Num:
+        """Expected distinct experts per MoE layer hit by `tokens` tokens routing top-k of E uniformly."""
+        m = self.model
+        if not m.is_moe:
+            return 0.0
+        return m.num_experts * (1.0 - (1.0 - m.experts_per_token / m.num_experts) ** tokens)
+
+    def weight_bytes(self, b: BatchShape) -> Num:
+        m = self.model
+        touched = self.experts_touched(b.new_tokens) / max(m.num_experts, 1)
+        return self.dense_weight_bytes + m.num_moe_layers * self.expert_bytes_per_layer * touched
+
+    def kv_bytes(self, b: BatchShape) -> Num:
+        """Read every cached token of every layer once, write the new ones."""
+        per_tok_layer = self.model.kv_elems_per_token_layer * self.kv_elem_bytes
+        read = self.full_layers * b.kv_tokens + self.window_layers * b.kv_tokens_window
+        return per_tok_layer * (read + self.model.num_layers * b.new_tokens)
+
+    def comm_s(self, b: BatchShape) -> Num:
+        """Per stage: TP all-reduces (2 per layer, ring: 2(t-1)/t of the bytes) and, with EP, an
+        all-to-all dispatch and combine per MoE layer; each collective pays 2*log2(n) link latencies."""
+        m, d = self.model, self.dep
+        msg = b.new_tokens * m.hidden_size * self.act_bytes
+        layers = m.num_layers / d.pp
+        moe_layers = m.num_moe_layers / d.pp
+        t = 0.0 * msg
+        if d.tp > 1:
+            reduces = 2 * layers - (moe_layers if d.ep > 1 else 0)
+            t = t + reduces * (2 * (d.tp - 1) / d.tp * msg / self.link_bw + 2 * math.log2(d.tp) * self.link_lat)
+        if d.ep > 1:
+            a2a = 2 * m.experts_per_token * msg * (d.ep - 1) / d.ep / d.ep
+            t = t + moe_layers * 2 * (a2a / self.link_bw + 2 * math.log2(d.ep) * self.link_lat)
+        return t
+
+    def hop_s(self, b: BatchShape) -> Num:
+        """Send activations from one pipeline stage to the next."""
+        return b.new_tokens * self.model.hidden_size * self.act_bytes / self.link_bw + self.link_lat
+
+    def step(self, b: BatchShape) -> StepTime:
+        """Cost one step; with arrays in `b`, cost many at once."""
+        m, d, e = self.model, self.dep, self.eff
+        per_stage = d.chips  # each chip holds 1/tp of 1/pp of the model
+        flops = self.flops(b)
+        compute = flops / per_stage / (self.peak_flops * e.compute_eff)
+        w_bytes, kv = self.weight_bytes(b), self.kv_bytes(b)
+        weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
+        kv_mem = kv / self.kv_shards / (self.kv_bw * e.mem_eff)
+        roof = np.maximum(compute, weight_mem + kv_mem)
+        comm = self.comm_s(b)
+        fixed = (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp
+        stage = roof + comm + fixed
+        hop = self.hop_s(b) if d.pp > 1 else 0.0 * stage
+        latency = d.pp * stage + (d.pp - 1) * hop + e.step_overhead_s
+        interval = stage + hop + e.step_overhead_s / d.pp
+        busy = roof / np.maximum(stage, 1e-30)
+        power_w = d.chips * self.chip.tdp_w * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy)
+        return StepTime(
+            latency_s=latency,
+            interval_s=interval,
+            compute_s=compute * d.pp,
+            weight_memory_s=weight_mem * d.pp,
+            kv_memory_s=kv_mem * d.pp,
+            comm_s=comm * d.pp + (d.pp - 1) * hop,
+            overhead_s=fixed * d.pp + e.step_overhead_s,
+            flops=flops,
+            bytes=w_bytes + kv,
+            energy_j=power_w * latency,
+        )

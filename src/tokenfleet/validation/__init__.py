@@ -1,0 +1,1 @@
+"""Validation layer: hold predictions against published measurements and fit the efficiencies."""

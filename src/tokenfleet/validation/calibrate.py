@@ -1,0 +1,119 @@
+"""Fit the few efficiency parameters of each hardware kind on published measurements.
+
+One parameter set per kind (see `ChipSpec.kind`; never per row or per model): achieved memory
+bandwidth and compute fractions and three fixed overheads. The fit minimises a robust (soft-L1)
+loss on log errors, so one odd vendor figure cannot pull a kind, plus a weak pull towards
+generic GPU-like values so that parameters the rows do not constrain stay physical.
+`leave_one_source_out` refits without each source in turn and predicts that source's rows.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections import defaultdict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import yaml
+from scipy.optimize import least_squares
+
+from tokenfleet.perf.step import Efficiency
+from tokenfleet.validation.cases import Case, Outcome, PreparedCase, prepare_case
+
+PARAMS = ("mem_eff", "compute_eff", "layer_overhead_s", "moe_layer_overhead_s", "step_overhead_s")
+LOWER = np.array([0.30, 0.15, 0.0, 0.0, 0.0])
+UPPER = np.array([1.00, 0.95, 300e-6, 300e-6, 30e-3])
+SCALE = np.array([0.1, 0.1, 10e-6, 10e-6, 1e-3])
+#: The prior: generic values and how far a fit may stray from them at the cost of one unit of
+#: log error (0.75 bandwidth, 0.5 compute, 10 us per layer, 10 us per MoE layer, 2 ms per step).
+PRIOR = np.array([0.75, 0.5, 10e-6, 10e-6, 2e-3])
+PRIOR_WIDTH = np.array([0.5, 0.5, 100e-6, 100e-6, 10e-3])
+
+
+@dataclass(frozen=True)
+class KindFit:
+    kind: str
+    family: str
+    efficiency: Efficiency
+    rows: tuple[str, ...]
+    band_log: float
+    mape: float
+
+
+def _vector_to_eff(x: np.ndarray) -> Efficiency:
+    return Efficiency(**{name: float(v) for name, v in zip(PARAMS, x, strict=True)})
+
+
+def _log_errors(eff: Efficiency, rows: list[PreparedCase]) -> np.ndarray:
+    return np.array([np.log(max(r.predict(eff), 1e-12) / r.case.value) for r in rows])
+
+
+def _residuals(x: np.ndarray, rows: list[PreparedCase]) -> np.ndarray:
+    return np.concatenate([_log_errors(_vector_to_eff(x), rows), (x - PRIOR) / PRIOR_WIDTH])
+
+
+def fit_rows(rows: list[PreparedCase]) -> Efficiency:
+    """Robust least-squares fit of one kind's parameters on its prepared rows."""
+    if not rows:
+        return _vector_to_eff(PRIOR)
+    fit = least_squares(_residuals, PRIOR, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=0.2)
+    return _vector_to_eff(fit.x)
+
+
+def counted_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
+    """Rows the cost model alone can predict and that count, grouped by hardware kind."""
+    by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
+    for case in cases:
+        prepared = prepare_case(case)
+        if isinstance(prepared, PreparedCase) and case.counted:
+            by_kind[prepared.chip.kind].append(prepared)
+    return dict(by_kind)
+
+
+def calibrate(cases: list[Case]) -> dict[str, KindFit]:
+    fits = {}
+    for kind, rows in sorted(counted_rows(cases).items()):
+        eff = fit_rows(rows)
+        logs = np.abs(_log_errors(eff, rows))
+        fits[kind] = KindFit(
+            kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows),
+            band_log=float(np.quantile(logs, 0.8)), mape=float(np.mean([abs(r.predict(eff) / r.case.value - 1) for r in rows])),
+        )
+    return fits
+
+
+def leave_one_source_out(cases: list[Case]) -> list[Outcome]:
+    """Each counted row predicted by parameters fitted without any row of its source."""
+    outcomes: list[Outcome] = []
+    for rows in counted_rows(cases).values():
+        for source in sorted({r.case.source for r in rows}):
+            eff = fit_rows([r for r in rows if r.case.source != source])
+            outcomes += [
+                Outcome(r.case, r.chip.family, r.predict(eff), deployment=r.deployment.describe())
+                for r in rows if r.case.source == source
+            ]
+    return outcomes
+
+
+def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> None:
+    """Store the fitted values with the date, the input file's hash and the rows used."""
+    doc = {
+        "fitted_on": dt.date.today().isoformat(),
+        "cases_file": cases_path.name,
+        "cases_sha256_16": hashlib.sha256(cases_path.read_bytes()).hexdigest()[:16],
+        "method": "tokenfleet.validation.calibrate: soft-L1 least squares on log(predicted/measured) "
+        "with a weak prior, static and per_user rows, trust != claim",
+        "kinds": {
+            f.kind: {
+                "family": f.family,
+                "params": {k: float(f"{v:.6g}") for k, v in asdict(f.efficiency).items()},
+                "band_log": round(f.band_log, 4),
+                "in_sample_mape": round(f.mape, 4),
+                "rows": list(f.rows),
+            }
+            for f in fits.values()
+        },
+    }
+    out.write_text("# Written by `tokenfleet calibrate --write`; do not edit by hand.\n" + yaml.safe_dump(doc, sort_keys=False))

@@ -1,0 +1,215 @@
+"""Published measurements (`cases.csv`, schema in shared/calibration/README.md) and how each row
+is predicted. Rows that cannot be predicted say why instead of getting a number."""
+
+from __future__ import annotations
+
+import csv
+import math
+import re
+from collections.abc import Callable
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from tokenfleet.catalog.chips import ChipSpec, get_chip
+from tokenfleet.catalog.models import ModelSpec, get_model
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.auto import auto_deployment, layout
+from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.predict import Prediction, Workload, predict_static
+from tokenfleet.perf.step import Efficiency
+
+REQUIRED_COLUMNS = (
+    "id", "model", "hardware", "num_chips", "tp", "pp", "ep", "precision", "scenario", "batch",
+    "input_tokens", "output_tokens", "spec_decode", "metric", "value", "trust", "source",
+)
+
+#: Lengths assumed where a row publishes none: Artificial Analysis's standard workload
+#: is a ~1,000-token prompt; 500 output tokens puts the measured speed mid-answer (assumption).
+DEFAULT_PROMPT_TOKENS = 1000
+DEFAULT_OUTPUT_TOKENS = 500
+
+#: Weight format assumed where a row says `unknown`: what the vendor's serving stack of that era
+#: ran by default (FP8 on Hopper/CDNA3 in MLPerf and TensorRT-LLM/vLLM docs, FP4 on Blackwell,
+#: 16-bit on Cerebras and SambaNova per their own statements, 8-bit on Groq per SambaNova's
+#: footnote to GT225; TPUs: bf16 in JetStream/vLLM-TPU recipes unless stated).
+DEFAULT_PRECISION = {
+    "nvidia": "fp8", "amd": "fp8", "tpu": "bf16", "sram": "bf16",
+    "b200": "fp4", "gb200": "fp4", "groq-lpu": "int8", "a100-sxm": "bf16",
+}
+
+
+@dataclass(frozen=True)
+class Case:
+    """One published measurement."""
+
+    id: str
+    model: str
+    hardware: str
+    num_chips: str
+    tp: str
+    pp: str
+    ep: str
+    precision: str
+    scenario: str
+    batch: str
+    input_tokens: str
+    output_tokens: str
+    spec_decode: str
+    metric: str
+    value: float
+    trust: str
+    source: str
+    notes: str = ""
+
+    @property
+    def counted(self) -> bool:
+        """Claims are shown but never scored."""
+        return self.trust != "claim"
+
+
+def builtin_cases_path() -> Path:
+    """The shipped copy of the published-measurements table (see data/README.md for sources)."""
+    return Path(str(resources.files("tokenfleet.validation").joinpath("data/cases.csv")))
+
+
+def read_cases(path: Path) -> list[Case]:
+    """Read a calibration CSV; a missing file or column gets one line naming it."""
+    if not path.is_file():
+        raise TokenfleetError(f"cases file {str(path)!r} not found: give --cases PATH to a CSV in the calibration schema")
+    with path.open(newline="") as fh:
+        reader = csv.DictReader(fh)
+        missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
+        if missing:
+            raise TokenfleetError(f"cases file {str(path)!r} lacks column(s) {', '.join(missing)}: see the calibration README schema")
+        cases = []
+        for i, row in enumerate(reader, start=2):
+            try:
+                value = float(row["value"])
+            except ValueError:
+                raise TokenfleetError(f"{path}:{i}: column 'value' must be a number, got {row['value']!r}") from None
+            fields = {k: (row.get(k) or "").strip() for k in Case.__dataclass_fields__ if k != "value"}
+            cases.append(Case(value=value, **fields))
+    return cases
+
+
+def _int(text: str, default: int) -> int:
+    return int(float(text)) if text and text not in ("auto", "unknown") else default
+
+
+def precision_for(case: Case, chip: ChipSpec) -> str:
+    if case.precision and case.precision != "unknown":
+        return {"fp16": "bf16"}.get(case.precision, case.precision)
+    return DEFAULT_PRECISION.get(chip.id, DEFAULT_PRECISION[chip.family])
+
+
+def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload) -> Deployment:
+    """The published layout where given; `auto` (the smallest that fits) where not."""
+    prec = precision_for(case, chip)
+    kv_prec = "fp8" if prec in ("fp8", "fp4") else "bf16"
+    precisions = {"weight_precision": prec, "kv_precision": kv_prec}
+    if case.num_chips in ("", "auto"):
+        kv_bytes = model.kv_bytes(work.input_tokens + work.output_tokens, 2 if kv_prec == "bf16" else 1) * work.batch
+        return auto_deployment(model, chip, kv_bytes, **precisions)
+    chips = _int(case.num_chips, 1)
+    tp, pp, ep = _int(case.tp, 0), _int(case.pp, 0), _int(case.ep, 1)
+    if tp and tp * max(pp, 1) == chips:  # TPU7x counts TensorCores in tp: fall through to layout
+        return Deployment(chips=chips, tp=tp, pp=max(pp, 1), ep=min(ep, tp), **precisions)
+    return layout(chip, chips, ep=ep, **precisions)
+
+
+def workload_for(case: Case) -> Workload:
+    """The row's batch and lengths; unpublished ones take the documented defaults."""
+    return Workload(
+        batch=_int(case.batch, 1),
+        input_tokens=_int(case.input_tokens, DEFAULT_PROMPT_TOKENS),
+        output_tokens=_int(case.output_tokens, DEFAULT_OUTPUT_TOKENS),
+    )
+
+
+METRICS: dict[str, Callable[[Prediction], float]] = {
+    "e2e_s": lambda p: p.e2e_s,
+    "ttft_s": lambda p: p.ttft_s,
+    "tpot_s": lambda p: p.tpot_s,
+    "total_tok_s": lambda p: p.total_tok_s,
+    "output_tok_s_total": lambda p: p.output_tok_s_total,
+    "output_tok_s_per_chip": lambda p: p.output_tok_s_per_chip,
+    "output_tok_s_per_user": lambda p: p.output_tok_s_per_user,
+}
+
+SPECULATIVE = ("mtp", "eagle3", "draft")
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A row's prediction, or why there is none."""
+
+    case: Case
+    family: str
+    predicted: float | None
+    reason: str = ""
+    deployment: str = ""
+
+    @property
+    def error(self) -> float | None:
+        """Absolute percentage error as a fraction (0.1 = 10%)."""
+        if self.predicted is None:
+            return None
+        return abs(self.predicted - self.case.value) / abs(self.case.value)
+
+    @property
+    def log_ratio(self) -> float | None:
+        if self.predicted is None or self.predicted <= 0:
+            return None
+        return math.log(self.predicted / self.case.value)
+
+
+@dataclass(frozen=True)
+class PreparedCase:
+    """A row resolved to model, chip, deployment and workload; only the efficiency varies."""
+
+    case: Case
+    model: ModelSpec
+    chip: ChipSpec
+    deployment: Deployment
+    work: Workload
+
+    def predict(self, efficiency: Efficiency | None = None) -> float:
+        pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
+        return METRICS[self.case.metric](pred)
+
+
+def prepare_case(case: Case) -> PreparedCase | Outcome:
+    """Resolve a row for the cost model, or say why the cost model alone cannot predict it."""
+    family = ""
+    try:
+        chip = get_chip(case.hardware)
+        family = chip.family
+        if case.scenario not in ("static", "per_user"):
+            return Outcome(case, family, None, f"scenario '{case.scenario}' needs the serving simulator")
+        if case.spec_decode in SPECULATIVE:
+            return Outcome(case, family, None, f"uses speculative decoding ({case.spec_decode}); static prediction has none")
+        if case.metric not in METRICS:
+            return Outcome(case, family, None, f"metric '{case.metric}' is not predicted")
+        model = get_model(case.model)
+        work = workload_for(case)
+        return PreparedCase(case, model, chip, deployment_for(case, model, chip, work), work)
+    except (TokenfleetError, ValueError) as exc:
+        return Outcome(case, family, None, _one_line(str(exc)))
+
+
+def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) -> Outcome:
+    """Predict one row with the cost model (static, per_user); other scenarios need the simulator."""
+    prepared = prepare_case(case)
+    if isinstance(prepared, Outcome):
+        return prepared
+    family = prepared.chip.family
+    try:
+        value = prepared.predict((efficiency or {}).get(family))
+    except (TokenfleetError, ValueError) as exc:
+        return Outcome(case, family, None, _one_line(str(exc)))
+    return Outcome(case, family, value, deployment=prepared.deployment.describe())
+
+
+def _one_line(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()[:160]

@@ -1,0 +1,67 @@
+"""`tokenfleet validate`: every row predicted (or a reason why not) and MAPE per family and metric."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from tokenfleet.validation.cases import Outcome, predict_case, read_cases
+
+FAMILIES = ("nvidia", "amd", "sram", "tpu")
+
+
+@dataclass
+class ValidationReport:
+    outcomes: list[Outcome]
+    loso: list[Outcome] = field(default_factory=list)
+
+    @staticmethod
+    def mape_table(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+        """MAPE and row count per family, and per (family, metric); claims excluded."""
+        groups: dict[str, list[float]] = defaultdict(list)
+        for o in outcomes:
+            if o.error is None or not o.case.counted:
+                continue
+            groups[o.family].append(o.error)
+            groups[f"{o.family}/{o.case.metric}"].append(o.error)
+        return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
+
+    def as_dict(self) -> dict[str, Any]:
+        rows = [
+            {
+                "id": o.case.id,
+                "hardware": o.case.hardware,
+                "family": o.family,
+                "model": o.case.model,
+                "scenario": o.case.scenario,
+                "metric": o.case.metric,
+                "trust": o.case.trust,
+                "counted": o.case.counted,
+                "deployment": o.deployment,
+                "measured": o.case.value,
+                "predicted": o.predicted,
+                "error": o.error,
+                "reason": o.reason or None,
+            }
+            for o in self.outcomes
+        ]
+        summary: dict[str, Any] = {
+            "rows": len(self.outcomes),
+            "predicted": sum(o.predicted is not None for o in self.outcomes),
+            "mape": self.mape_table(self.outcomes),
+        }
+        if self.loso:
+            summary["leave_one_source_out_mape"] = self.mape_table(self.loso)
+        return {"rows": rows, "summary": summary}
+
+
+def validation_report(cases_path: Path, loso: bool = False) -> ValidationReport:
+    cases = read_cases(cases_path)
+    report = ValidationReport([predict_case(c) for c in cases])
+    if loso:
+        from tokenfleet.validation.calibrate import leave_one_source_out
+
+        report.loso = leave_one_source_out(cases)
+    return report

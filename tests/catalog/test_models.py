@@ -1,0 +1,88 @@
+import json
+from pathlib import Path
+
+import pytest
+
+from tokenfleet.catalog import all_models, get_model, parse_config
+from tokenfleet.errors import TokenfleetError
+
+
+@pytest.mark.parametrize("name", all_models())
+def test_parameter_counts_match_the_published_figures(name: str) -> None:
+    m = get_model(name)
+    pub = m.published
+    tolerance = lambda figure: max(0.01 * figure, float(pub.get("rounded_to", 0)) / 2)  # noqa: E731
+    active = m.active_params - (m.vocab_size * m.hidden_size if pub.get("active_excludes_input_embedding") else 0)
+    assert abs(m.total_params - float(pub["total"])) <= tolerance(float(pub["total"])), m.total_params
+    assert abs(active - float(pub["active"])) <= tolerance(float(pub["active"])), active
+
+
+@pytest.mark.parametrize(
+    ("name", "total_b", "active_b"),
+    [("llama-3.1-70b", 70.6, 70.6), ("deepseek-v3", 671, None), ("mixtral-8x7b", 46.7, 12.9), ("gpt-oss-120b", 116.8, None)],
+)
+def test_headline_sizes(name: str, total_b: float, active_b: float | None) -> None:
+    m = get_model(name)
+    assert m.total_params / 1e9 == pytest.approx(total_b, rel=0.01)
+    if active_b:
+        assert m.active_params / 1e9 == pytest.approx(active_b, rel=0.01)
+
+
+def test_gqa_kv_bytes_per_token() -> None:
+    # Llama-3.1-70B: 80 layers x (K and V) x 8 KV heads x 128 dims x 2 bytes = 327,680 bytes
+    assert get_model("llama-3.1-70b").kv_bytes_per_token(2.0) == 80 * 2 * 8 * 128 * 2
+
+
+def test_mla_caches_the_latent_not_per_head_kv() -> None:
+    # DeepSeek-V3: 61 layers x (kv_lora_rank 512 + rope dim 64) x 2 bytes = 70,272 bytes
+    m = get_model("deepseek-v3")
+    assert m.is_mla
+    assert m.kv_bytes_per_token(2.0) == 61 * (512 + 64) * 2
+
+
+def test_sliding_window_layers_stop_growing() -> None:
+    m = get_model("gpt-oss-120b")  # half the layers see only the last 128 tokens
+    per_layer = m.kv_elems_per_token_layer * 2
+    assert m.kv_bytes(10_000, 2.0) == 18 * 10_000 * per_layer + 18 * 128 * per_layer
+
+
+def test_moe_layout_dense_first_layers_and_interleaving() -> None:
+    assert get_model("deepseek-v3").num_moe_layers == 58  # first_k_dense_replace = 3 of 61
+    assert get_model("llama-4-maverick").num_moe_layers == 24  # every second layer of 48
+    assert get_model("mixtral-8x7b").num_moe_layers == 32
+
+
+def test_lookup_by_hf_id_alias_and_case() -> None:
+    assert get_model("meta-llama/Llama-3.1-70B").name == "llama-3.1-70b"
+    assert get_model("Meta-Llama-3-8B").name == "llama-3-8b"
+
+
+def test_unknown_model_suggests_close_names() -> None:
+    with pytest.raises(TokenfleetError, match="did you mean 'llama-3.1-70b'"):
+        get_model("llama-3.1-70")
+
+
+def test_text_config_nesting_and_explicit_head_dim() -> None:
+    cfg = {"text_config": {"hidden_size": 1024, "num_hidden_layers": 2, "num_attention_heads": 8,
+                           "num_key_value_heads": 2, "head_dim": 256, "intermediate_size": 4096, "vocab_size": 1000}}
+    m = parse_config(cfg, "toy")
+    assert m.qk_head_dim == 256  # not 1024 / 8
+    assert m.kv_elems_per_token_layer == 2 * 2 * 256
+
+
+def test_user_config_file(tmp_path: Path) -> None:
+    path = tmp_path / "my-model" / "config.json"
+    path.parent.mkdir()
+    path.write_text(json.dumps({"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048, "vocab_size": 32000}))
+    assert get_model(str(path)).name == "my-model"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [("{not json", "not valid JSON"), ('{"hidden_size": 512}', "num_hidden_layers"), ("[1, 2]", "JSON object")],
+)
+def test_malformed_config_gets_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "config.json"
+    path.write_text(text)
+    with pytest.raises(TokenfleetError, match=message):
+        get_model(str(path))

@@ -1,0 +1,40 @@
+import pytest
+
+from tests.conftest import deployment
+from tokenfleet.catalog import get_chip, get_model
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf import Workload, auto_deployment, predict_static
+
+
+def test_static_prediction_is_self_consistent() -> None:
+    p = predict_static(get_model("llama-3.1-8b"), get_chip("h100-sxm"), deployment(), Workload(4, 512, 128))
+    assert p.e2e_s == pytest.approx(p.ttft_s + p.tpot_s * 127)
+    assert p.output_tok_s_total == pytest.approx(4 * 128 / p.e2e_s)
+    assert p.usd_per_mtok > 0 and p.joules_per_token > 0 and p.band_factor >= 1
+
+
+def test_a_model_that_does_not_fit_says_by_how_much_and_what_to_do() -> None:
+    with pytest.raises(TokenfleetError, match=r"needs 141.* GB, has 72.0 GB .*--chips 2 or --precision fp8"):
+        predict_static(get_model("llama-3.1-70b"), get_chip("h100-sxm"), deployment(), Workload(1, 1000, 100))
+
+
+def test_auto_picks_the_smallest_deployment_that_fits() -> None:
+    m = get_model("llama-3.1-70b")
+    assert auto_deployment(m, get_chip("h100-sxm"), weight_precision="bf16").chips == 2
+    assert auto_deployment(m, get_chip("h200-sxm"), weight_precision="fp8").chips == 1
+    wafers = auto_deployment(m, get_chip("cerebras-wse3"), weight_precision="bf16")
+    assert wafers.chips == 4 and wafers.pp == 4  # 141 GB over 44 GB wafers, pipelined
+
+
+def test_sram_systems_answer_faster_per_user_than_gpus() -> None:
+    m, work = get_model("llama-3.1-70b"), Workload(1, 1000, 200)
+    gpu = predict_static(m, get_chip("h100-sxm"), auto_deployment(m, get_chip("h100-sxm"), weight_precision="bf16"), work)
+    wafer = predict_static(m, get_chip("cerebras-wse3"), auto_deployment(m, get_chip("cerebras-wse3"), weight_precision="bf16"), work)
+    assert wafer.output_tok_s_per_user > 10 * gpu.output_tok_s_per_user
+    assert wafer.output_tok_s_per_user < 20_000  # fixed per-layer costs keep SRAM systems far below the roofline
+
+
+@pytest.mark.parametrize("bad", [(0, 10, 10), (1, -5, 10), (1, 10, 0)])
+def test_non_positive_sizes_are_rejected(bad: tuple[int, int, int]) -> None:
+    with pytest.raises(TokenfleetError, match="must be a positive integer"):
+        Workload(*bad)

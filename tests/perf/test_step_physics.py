@@ -1,0 +1,84 @@
+"""Invariants every step prediction must keep, checked over random batches and chips."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import deployment
+from tokenfleet.catalog import all_chips, get_chip, get_model
+from tokenfleet.catalog.chips import Figure
+from tokenfleet.perf import Efficiency, StepModel, batch_shape
+
+MODELS = ["llama-3.1-8b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3"]
+GPU_CHIPS = sorted(c for c, spec in all_chips().items() if spec.family != "sram")
+
+batches = st.lists(st.tuples(st.integers(1, 4096), st.integers(0, 16_000)), min_size=1, max_size=16)
+
+
+def _shape(model_name: str, seqs: list[tuple[int, int]]):  # type: ignore[no-untyped-def]
+    new = [n for n, _ in seqs]
+    ctx = [n + c for n, c in seqs]
+    return batch_shape(get_model(model_name), new, ctx)
+
+
+def _scaled(chip_id: str, key: str, factor: float):  # type: ignore[no-untyped-def]
+    chip = get_chip(chip_id)
+    figures = dict(chip.figures)
+    for k in ([key] if key in figures else []) + (["fp8_flops_per_s", "fp4_flops_per_s", "int8_ops_per_s"] if key == "bf16_flops_per_s" else []):
+        if k in figures:
+            figures[k] = Figure(value=figures[k].value * factor, source="test", date="2026-01-01")
+    return chip.model_copy(update={"figures": figures})
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), chip=st.sampled_from(GPU_CHIPS), seqs=batches)
+def test_no_step_beats_its_bytes_over_bandwidth_or_flops_over_peak(model: str, chip: str, seqs: list[tuple[int, int]]) -> None:
+    m, c = get_model(model), get_chip(chip)
+    dep = deployment(chips=8, precision="fp8")
+    sm = StepModel(m, c, dep, Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0, moe_layer_overhead_s=0, step_overhead_s=0))
+    b = _shape(model, seqs)
+    t = sm.step(b)
+    assert t.latency_s >= t.bytes / (dep.chips * c.hbm_bytes_per_s) * (1 - 1e-9)
+    assert t.latency_s >= t.flops / (dep.chips * c.peak_flops_per_s("fp8")) * (1 - 1e-9)
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), chip=st.sampled_from(GPU_CHIPS), seqs=batches,
+       key=st.sampled_from(["hbm_bytes_per_s", "bf16_flops_per_s", "link_bytes_per_s"]), factor=st.floats(1.0, 8.0))
+def test_more_bandwidth_or_compute_never_slows_a_step(model: str, chip: str, seqs: list[tuple[int, int]], key: str, factor: float) -> None:
+    m, dep, b = get_model(model), deployment(chips=8, precision="fp8"), _shape(model, seqs)
+    base = StepModel(m, get_chip(chip), dep, Efficiency()).step(b).latency_s
+    faster = StepModel(m, _scaled(chip, key, factor), dep, Efficiency()).step(b).latency_s
+    assert faster <= base * (1 + 1e-12)
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), seqs=batches, extra=st.tuples(st.integers(1, 4096), st.integers(0, 16_000)))
+def test_a_larger_batch_never_lowers_step_time(model: str, seqs: list[tuple[int, int]], extra: tuple[int, int]) -> None:
+    sm = StepModel(get_model(model), get_chip("h100-sxm"), deployment(chips=8, precision="fp8"), Efficiency())
+    assert sm.step(_shape(model, [*seqs, extra])).latency_s >= sm.step(_shape(model, seqs)).latency_s
+
+
+def test_vectorised_steps_equal_one_by_one() -> None:
+    m = get_model("llama-3.1-8b")
+    sm = StepModel(m, get_chip("h100-sxm"), deployment(), Efficiency())
+    shapes = [batch_shape(m, [1] * 8, [c] * 8) for c in (100, 1000, 10_000)]
+    stacked = replace(shapes[0], **{f: np.array([getattr(s, f) for s in shapes]) for f in ("kv_tokens", "kv_tokens_window", "attn_pairs", "attn_pairs_window")})
+    np.testing.assert_allclose(sm.step(stacked).latency_s, [sm.step(s).latency_s for s in shapes])
+
+
+def test_decode_at_batch_one_is_memory_bound_and_prefill_compute_bound(llama8b_h100: StepModel) -> None:
+    m = llama8b_h100.model
+    assert llama8b_h100.step(batch_shape(m, [1], [1000])).bound() in ("memory", "overhead")
+    assert llama8b_h100.step(batch_shape(m, [8192], [8192])).bound() == "compute"
+
+
+def test_sram_chip_keeps_weights_on_die_when_they_fit() -> None:
+    sm = StepModel(get_model("llama-3.1-8b"), get_chip("cerebras-wse3"), deployment(), Efficiency())
+    assert sm.memory.weights_tier == "sram"
+    gpu = StepModel(get_model("llama-3.1-8b"), get_chip("h100-sxm"), deployment(), Efficiency())
+    assert gpu.memory.weights_tier == "hbm"
