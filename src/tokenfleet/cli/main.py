@@ -168,6 +168,40 @@ def calibrate(
         console.print(f"wrote {out}")
 
 
+@app.command()
+def simulate(
+    model: ModelOpt,
+    hardware: Annotated[str, typer.Option("--hardware", "-H", help="chip id, or several comma-separated to compare side by side")],
+    trace: Annotated[str, typer.Option("--trace", "-t", help="azure-code, azure-conv, mooncake-conv, or a trace file")] = "azure-code",
+    chips: Annotated[str, typer.Option("--chips", "-n", help="chips per replica, or 'auto'")] = "auto",
+    precision: PrecisionOpt = "bf16",
+    replicas: Annotated[int, typer.Option(help="identical replicas behind the router")] = 1,
+    router: Annotated[str, typer.Option(help="round-robin, least-outstanding-tokens, prefix-affinity")] = "round-robin",
+    rate_scale: Annotated[float, typer.Option("--rate-scale", help="replay the trace this many times faster")] = 1.0,
+    requests: Annotated[int | None, typer.Option("--requests", help="first N requests (tiles the trace if longer)")] = None,
+    max_num_seqs: Annotated[int, typer.Option(help="cap on running sequences per replica")] = 256,
+    max_batched_tokens: Annotated[int, typer.Option(help="per-step token budget (chunk size)")] = 8192,
+    spec_tokens: Annotated[int, typer.Option(help="speculative draft tokens per step (0 = off)")] = 0,
+    acceptance: Annotated[float, typer.Option(help="speculative acceptance rate per token")] = 0.7,
+    slo: Annotated[list[str] | None, typer.Option(help="e.g. p99_ttft_ms=<=500 (repeatable)")] = None,
+    out: Annotated[Path | None, typer.Option(help="folder for summary.json and requests.jsonl")] = None,
+    json_out: JsonOpt = False,
+) -> None:
+    """Replay a trace through replicas with continuous batching; vllm-bench-style metrics."""
+    from tokenfleet.cli.simulate_cmd import run_simulations
+
+    summaries = run_simulations(
+        model, hardware, trace, chips, precision, replicas, router, rate_scale, requests,
+        {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,
+         "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance}},
+        slo or [], out, quiet=json_out,
+    )
+    if json_out:
+        emit_json(summaries if len(summaries) > 1 else summaries[0])
+    else:
+        console.print(tables.simulation_table(summaries))
+
+
 def run() -> None:
     """Console entry point: every user error becomes one line on stderr and exit code 2."""
     try:

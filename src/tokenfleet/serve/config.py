@@ -1,0 +1,33 @@
+"""Scheduler settings, validated at construction with errors that name the field."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class SpecDecode(BaseModel):
+    """Speculative decoding: a draft (or MTP head) proposes `draft_tokens`; each is accepted with
+    probability `acceptance_rate`, so a step yields (1 - a^(k+1)) / (1 - a) tokens on average
+    [Leviathan et al. 2023] at the cost of verifying k+1 tokens plus drafting."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    draft_tokens: int = Field(default=0, ge=0, le=16, description="k: tokens proposed per step (0 = off)")
+    acceptance_rate: float = Field(default=0.7, ge=0.0, lt=1.0, description="per-token acceptance probability")
+    draft_cost_ratio: float = Field(default=0.05, ge=0.0, le=1.0, description="one draft token's cost as a share of a target decode step")
+
+    @property
+    def tokens_per_step(self) -> float:
+        a, k = self.acceptance_rate, self.draft_tokens
+        return (1 - a ** (k + 1)) / (1 - a) if k else 1.0
+
+
+class SchedulerConfig(BaseModel):
+    """Iteration-level continuous batching under one per-step token budget (vLLM v1 style)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    max_num_batched_tokens: int = Field(default=8192, ge=1, description="token budget per step; prompts longer than this are chunked")
+    max_num_seqs: int = Field(default=256, ge=1, description="cap on sequences running at once")
+    block_size: int = Field(default=16, ge=1, description="tokens per paged KV block")
+    enable_prefix_caching: bool = Field(default=True, description="reuse resident prompt blocks (needs prefix ids in the trace)")
+    prefix_block_tokens: int = Field(default=512, ge=1, description="tokens per prefix-hash block in the trace (Mooncake: 512)")
+    spec: SpecDecode = Field(default_factory=SpecDecode, description="speculative decoding")

@@ -1,0 +1,95 @@
+"""Replay a trace through identical replicas behind a router; JSON summary first."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
+from tokenfleet.catalog.pricing import chip_hour_usd
+from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.efficiency import calibration_for
+from tokenfleet.perf.memory import require_fit
+from tokenfleet.perf.step import STATIC_POWER_FRACTION, Efficiency, StepModel
+from tokenfleet.serve.config import SchedulerConfig
+from tokenfleet.serve.metrics import Metrics
+from tokenfleet.serve.replica import Replica
+from tokenfleet.serve.request import Request
+from tokenfleet.serve.router import get_router
+from tokenfleet.serve.scheduler import BlockPool
+from tokenfleet.workload.traces import Trace
+
+
+@dataclass
+class SimulationResult:
+    summary: dict[str, Any]
+
+
+def build_engines(model: ModelSpec, chip: ChipSpec, dep: Deployment, cfg: SchedulerConfig, replicas: int,
+                  metrics: Metrics, eff: Efficiency | None = None, kv_blocks: int | None = None) -> list[Replica]:
+    """`replicas` x `pp` engines: a pipelined replica keeps `pp` micro-batches in flight and its
+    engines share the replica's KV blocks (`kv_blocks` caps them, for experiments)."""
+    cost = StepModel(model, chip, dep, eff or calibration_for(chip).efficiency)
+    require_fit(cost.memory, dep, chip)
+    blocks = int(cost.memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
+    per_engine = cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
+    pools = [BlockPool(blocks) for _ in range(replicas)]
+    return [Replica(cost, per_engine, pools[i // dep.pp], metrics) for i in range(replicas * dep.pp)]
+
+
+def simulate(
+    model: ModelSpec, chip: ChipSpec, dep: Deployment, trace: Trace, cfg: SchedulerConfig | None = None,
+    replicas: int = 1, router: str = "round-robin", slo: dict[str, str] | None = None,
+    requests_out: IO[str] | None = None, progress: Callable[[int, int], None] | None = None,
+    eff: Efficiency | None = None, kv_blocks: int | None = None,
+) -> SimulationResult:
+    """Every request of `trace` served; returns the `vllm bench serve`-style summary."""
+    cfg = cfg or SchedulerConfig()
+    route = get_router(router)
+    metrics = Metrics(slo, requests_out)
+    engines = build_engines(model, chip, dep, cfg, replicas, metrics, eff, kv_blocks)
+    blocks = trace.prefix_blocks
+    for i in range(len(trace)):
+        t = float(trace.arrival_s[i])
+        for e in engines:
+            e.run_until(t)
+        req = Request(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), blocks[i] if blocks else ())
+        engines[route(req, engines, i)].add(req)
+        if progress is not None and i % 1024 == 0:
+            progress(i, len(trace))
+    for e in engines:
+        e.run_until(math.inf)
+    return SimulationResult(_summary(metrics, engines, chip, dep, replicas))
+
+
+def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Deployment, replicas: int) -> dict[str, Any]:
+    s = metrics.summary()
+    duration, chips = s["duration_s"], dep.chips * replicas
+    busy = sum(e.busy_s for e in engines)
+    idle_j = max(duration * len(engines) - busy, 0.0) * chips / len(engines) * chip.tdp_w * STATIC_POWER_FRACTION
+    out_tokens = max(s["total_output_tokens"], 1)
+    lookups = sum(e.sched.prefix_lookups for e in engines)
+    s.update({
+        "chips": chips,
+        "replicas": replicas,
+        "deployment": dep.describe(),
+        "output_throughput_per_chip": s["output_throughput"] / chips,
+        "mean_output_tok_s_per_user": 1e3 / s["mean_tpot_ms"] if s["mean_tpot_ms"] > 0 else float("nan"),
+        "utilisation": busy / (duration * len(engines)),
+        "mean_kv_occupancy": sum(e.kv_block_s for e in engines) / max(duration * len(engines) * engines[0].sched.total_blocks, 1e-12),
+        "prefix_hit_rate": sum(e.sched.prefix_hits for e in engines) / lookups if lookups else 0.0,
+        "usd_per_mtok": chip_hour_usd(chip) * chips * duration / 3600 / out_tokens * 1e6,
+        "joules_per_token": (sum(e.energy_j for e in engines) + idle_j) / out_tokens,
+    })
+    return s
+
+
+def open_requests_out(out_dir: Path | None) -> IO[str] | None:
+    if out_dir is None:
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    return (out_dir / "requests.jsonl").open("w")

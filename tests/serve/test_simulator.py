@@ -1,0 +1,125 @@
+"""The simulator's invariants: conservation, causality, capacity, determinism, and agreement
+with the cost model on a static batch."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tests.conftest import deployment
+from tokenfleet.catalog import get_chip, get_model
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf import Workload, predict_static
+from tokenfleet.serve import SchedulerConfig, SpecDecode, simulate
+from tokenfleet.serve.replica import Replica
+from tokenfleet.workload import Trace, load_trace, synthetic
+
+MODEL, CHIP = get_model("llama-3.1-8b"), get_chip("h100-sxm")
+
+
+def trace_of(arrivals: list[float], inputs: list[int], outputs: list[int], prefix: tuple[tuple[int, ...], ...] | None = None) -> Trace:
+    return Trace("t", np.array(arrivals, dtype=float), np.array(inputs), np.array(outputs), prefix)
+
+
+def run(trace: Trace, **kw: object) -> tuple[dict[str, object], list[dict[str, float]]]:
+    buf = io.StringIO()
+    cfg = kw.pop("cfg", SchedulerConfig())
+    res = simulate(MODEL, CHIP, deployment(), trace, cfg, requests_out=buf, **kw)  # type: ignore[arg-type]
+    return res.summary, [json.loads(line) for line in buf.getvalue().splitlines()]
+
+
+requests = st.lists(st.tuples(st.floats(0, 5), st.integers(1, 3000), st.integers(1, 300)), min_size=1, max_size=40)
+
+
+@settings(max_examples=25, deadline=None)
+@given(reqs=requests, budget=st.sampled_from([64, 512, 8192]), seqs=st.sampled_from([1, 4, 256]))
+def test_every_request_completes_once_with_its_tokens_and_after_it_arrived(reqs: list[tuple[float, int, int]], budget: int, seqs: int) -> None:
+    reqs.sort()
+    trace = trace_of(*map(list, zip(*reqs, strict=True)))  # type: ignore[arg-type]
+    summary, records = run(trace, cfg=SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=seqs))
+    assert summary["completed"] == len(reqs) == len({r["id"] for r in records})
+    assert sorted((r["input_tokens"], r["output_tokens"]) for r in records) == sorted((i, o) for _, i, o in reqs)
+    for r in records:
+        assert r["arrival_s"] <= r["first_token_s"] <= r["finish_s"]
+
+
+def test_kv_blocks_never_exceed_capacity_and_preemption_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A cache for ~3 long requests and 12 arriving at once: preemptions, yet all finish."""
+    capacity = 3 * 2200 // 16
+    used: list[int] = []
+    post_process = Replica._post_process
+
+    def watch(self: Replica, plan, dt):  # type: ignore[no-untyped-def]
+        used.append(self.sched.total_blocks - self.sched.free_blocks)
+        return post_process(self, plan, dt)
+
+    monkeypatch.setattr(Replica, "_post_process", watch)
+    summary, _ = run(trace_of([0.0] * 12, [2000] * 12, [400] * 12), kv_blocks=capacity)
+    assert summary["completed"] == 12 and summary["preemptions"] > 0
+    assert 0 < max(used) <= capacity
+
+
+def test_same_seed_gives_byte_identical_json() -> None:
+    lengths = load_trace("azure-conv")
+    a = run(synthetic(300, 5.0, lengths, seed=7))[0]
+    b = run(synthetic(300, 5.0, lengths, seed=7))[0]
+    assert json.dumps(a, sort_keys=True) == json.dumps(b, sort_keys=True)
+
+
+def test_static_batch_matches_the_cost_model() -> None:
+    """B identical requests at t=0 with an unlimited token budget is exactly `predict`."""
+    b, i, o = 8, 1000, 200
+    summary, _ = run(trace_of([0.0] * b, [i] * b, [o] * b), cfg=SchedulerConfig(max_num_batched_tokens=b * i))
+    pred = predict_static(MODEL, CHIP, deployment(), Workload(b, i, o))
+    assert summary["mean_ttft_ms"] / 1e3 == pytest.approx(pred.ttft_s, rel=0.01)  # histogram bins: 0.64%
+    assert summary["mean_tpot_ms"] / 1e3 == pytest.approx(pred.tpot_s, rel=1e-6)
+
+
+def test_littles_law_on_a_long_steady_run() -> None:
+    trace = synthetic(3000, 4.0, load_trace("azure-conv"), seed=3)
+    summary, records = run(trace)
+    arrive = np.array([r["arrival_s"] for r in records])
+    finish = np.array([r["finish_s"] for r in records])
+    t0, t1 = np.quantile(arrive, 0.2), np.quantile(arrive, 0.8)  # steady middle of the run
+    probes = np.linspace(t0, t1, 2000)
+    in_system = np.array([((arrive <= t) & (finish > t)).sum() for t in probes]).mean()
+    window = (arrive >= t0) & (arrive < t1)
+    lam, w = window.sum() / (t1 - t0), (finish - arrive)[window].mean()
+    assert in_system == pytest.approx(lam * w, rel=0.05)
+
+
+def test_prefix_caching_skips_prefill_of_resident_blocks() -> None:
+    shared = tuple(range(8))
+    trace = trace_of([0.0, 5.0], [4096, 4096], [10, 10], (shared, shared))
+    summary, records = run(trace)
+    assert records[1]["prefix_hit_tokens"] == 4095 and summary["prefix_hit_rate"] == 0.5
+    assert records[1]["first_token_s"] - records[1]["arrival_s"] < records[0]["first_token_s"]
+
+
+def test_speculative_decoding_speeds_up_decode() -> None:
+    trace = trace_of([0.0], [500], [400])
+    plain, _ = run(trace)
+    spec, _ = run(trace, cfg=SchedulerConfig(spec=SpecDecode(draft_tokens=3, acceptance_rate=0.8)))
+    assert spec["mean_e2el_ms"] < plain["mean_e2el_ms"]
+
+
+@pytest.mark.parametrize("router", ["round-robin", "least-outstanding-tokens", "prefix-affinity"])
+def test_routers_spread_work_over_replicas(router: str) -> None:
+    summary, _ = run(synthetic(200, 20.0, load_trace("azure-code"), seed=1), replicas=3, router=router)
+    assert summary["completed"] == 200 and summary["chips"] == 3
+
+
+def test_bad_inputs() -> None:
+    with pytest.raises(TokenfleetError, match="unknown router 'fastest'; choose one of"):
+        run(trace_of([0.0], [10], [10]), router="fastest")
+    with pytest.raises(TokenfleetError, match="unknown SLO metric 'p99_latency_ms'"):
+        run(trace_of([0.0], [10], [10]), slo={"p99_latency_ms": "<=5"})
+    with pytest.raises(TokenfleetError, match="must look like"):
+        run(trace_of([0.0], [10], [10]), slo={"p99_ttft_ms": "fast"})
+    with pytest.raises(TokenfleetError, match="needs .* tokens of KV cache"):
+        run(trace_of([0.0], [10_000_000], [10]))
