@@ -40,10 +40,6 @@ class Workload:
             if getattr(self, name) <= 0:
                 raise TokenfleetError(f"--{name.replace('_tokens', '')} must be a positive integer, got {getattr(self, name)}")
 
-    @property
-    def kv_bytes_needed_per_elem(self) -> float:
-        return float(self.batch * (self.input_tokens + self.output_tokens))
-
 
 @dataclass(frozen=True)
 class Prediction:

@@ -43,9 +43,10 @@ class Replica:
             if plan.empty:  # the head request can never fit in this engine's KV cache
                 raise_too_long(sched.waiting[0], sched.total_blocks * self.cfg.block_size)
             t = self._cost(plan)
-            self._account(t, float(t.latency_s), 1.0)
-            self.clock += float(t.latency_s) * self.draft_factor
-            self._post_process(plan, float(t.latency_s) * self.draft_factor)
+            dt = float(t.latency_s) * self.draft_factor
+            self._account(float(t.energy_j), dt)
+            self.clock += dt
+            self._post_process(plan, dt)
 
     # --- one step --------------------------------------------------------------------------
     def _cost(self, plan: StepPlan) -> StepTime:
@@ -78,10 +79,11 @@ class Replica:
             self.outstanding_tokens -= req.prompt + req.output
             self.metrics.complete(req)
 
-    def _account(self, t: StepTime, latency_s: float, steps: float) -> None:
-        self.busy_s += latency_s * self.draft_factor
-        self.energy_j += float(np.sum(t.energy_j)) * self.draft_factor
-        self.kv_block_s += (self.sched.total_blocks - self.sched.free_blocks) * latency_s * self.draft_factor
+    def _account(self, target_energy_j: float, wall_s: float) -> None:
+        """Busy time, energy (drafting scales both) and block-seconds of KV held."""
+        self.busy_s += wall_s
+        self.energy_j += target_energy_j * self.draft_factor
+        self.kv_block_s += (self.sched.total_blocks - self.sched.free_blocks) * wall_s
 
     # --- closed-form decode runs -------------------------------------------------------------
     def _decode_run(self, t_limit: float) -> int:
@@ -108,9 +110,7 @@ class Replica:
             req.computed += k * e
             req.generated += k * e
             self.sched._grow(req, req.computed)
-        self.busy_s += float(dt[:k].sum())
-        self.energy_j += float(np.sum(np.asarray(t.energy_j)[:k])) * self.draft_factor
-        self.kv_block_s += (self.sched.total_blocks - self.sched.free_blocks) * float(dt[:k].sum())
+        self._account(float(np.sum(np.asarray(t.energy_j)[:k])), float(dt[:k].sum()))
         self.metrics.itl(dt[:k], n)
         self.clock = float(starts[k - 1] + dt[k - 1])
         self._finish_done()

@@ -109,16 +109,21 @@ class Scheduler:
         for req in list(self.running):
             if req not in self.running:  # preempted earlier in this pass
                 continue
-            want = int(min(self.target(req) - req.computed, budget)) if req.computed < self.target(req) else decode_cost
+            prefilling = req.computed < self.target(req)
+            want = int(min(self.target(req) - req.computed, budget)) if prefilling else decode_cost
             if want > budget or want <= 0:
                 continue
-            while not self._grow(req, req.computed + want + (0 if req.computed < self.target(req) else self.tokens_per_step - want)):
+            grow_to = req.computed + (want if prefilling else self.tokens_per_step)
+            while not self._grow(req, grow_to):
                 self._preempt(self.running[-1])
                 if req not in self.running:
                     break
             else:
                 budget -= want
-                (plan.prefills.append((req, want)) if req.computed < self.target(req) else plan.decodes.append(req))
+                if prefilling:
+                    plan.prefills.append((req, want))
+                else:
+                    plan.decodes.append(req)
         self._admit(plan, budget)
         return plan
 
