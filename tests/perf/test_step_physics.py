@@ -82,3 +82,19 @@ def test_sram_chip_keeps_weights_on_die_when_they_fit() -> None:
     assert sm.memory.weights_tier == "sram"
     gpu = StepModel(get_model("llama-3.1-8b"), get_chip("h100-sxm"), deployment(), Efficiency())
     assert gpu.memory.weights_tier == "hbm"
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from([*MODELS, "gpt-oss-120b"]), chip=st.sampled_from(GPU_CHIPS), seqs=batches,
+       layout=st.sampled_from([(1, 1, 1), (8, 8, 1), (8, 4, 2), (8, 2, 4)]))
+def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: list[tuple[int, int]], layout: tuple[int, int, int]) -> None:
+    """The simulator's per-step (`scalar`) and decode-run (`latency_energy`) paths are `step`."""
+    chips, tp, pp = layout
+    m = get_model(model)
+    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8"), Efficiency())
+    b = _shape(model, seqs)
+    t = sm.step(b)
+    args = (b.num_seqs, b.new_tokens, b.kv_tokens, b.kv_tokens_window, b.attn_pairs, b.attn_pairs_window)
+    assert np.allclose(sm.scalar(*args), (t.latency_s, t.energy_j), rtol=1e-12)
+    many = sm.latency_energy(*args[:2], *(np.array([v, v * 2]) for v in args[2:]))
+    assert np.allclose([many[0][0], many[1][0]], (t.latency_s, t.energy_j), rtol=1e-12)

@@ -16,7 +16,6 @@ from tokenfleet.catalog import get_chip, get_model
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf import Workload, predict_static
 from tokenfleet.serve import SchedulerConfig, SpecDecode, simulate
-from tokenfleet.serve.replica import Replica
 from tokenfleet.workload import Trace, load_trace, synthetic
 
 MODEL, CHIP = get_model("llama-3.1-8b"), get_chip("h100-sxm")
@@ -37,7 +36,7 @@ requests = st.lists(st.tuples(st.floats(0, 5), st.integers(1, 3000), st.integers
 
 
 @settings(max_examples=25, deadline=None)
-@given(reqs=requests, budget=st.sampled_from([64, 512, 8192]), seqs=st.sampled_from([1, 4, 256]))
+@given(reqs=requests, budget=st.sampled_from([64, 512, 8192]), seqs=st.sampled_from([1, 4, 64]))
 def test_every_request_completes_once_with_its_tokens_and_after_it_arrived(reqs: list[tuple[float, int, int]], budget: int, seqs: int) -> None:
     reqs.sort()
     trace = trace_of(*map(list, zip(*reqs, strict=True)))  # type: ignore[arg-type]
@@ -48,20 +47,11 @@ def test_every_request_completes_once_with_its_tokens_and_after_it_arrived(reqs:
         assert r["arrival_s"] <= r["first_token_s"] <= r["finish_s"]
 
 
-def test_kv_blocks_never_exceed_capacity_and_preemption_recovers(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_kv_cache_never_exceeds_capacity_and_preemption_recovers() -> None:
     """A cache for ~3 long requests and 12 arriving at once: preemptions, yet all finish."""
-    capacity = 3 * 2200 // 16
-    used: list[int] = []
-    post_process = Replica._post_process
-
-    def watch(self: Replica, plan, dt):  # type: ignore[no-untyped-def]
-        used.append(self.sched.total_blocks - self.sched.free_blocks)
-        return post_process(self, plan, dt)
-
-    monkeypatch.setattr(Replica, "_post_process", watch)
-    summary, _ = run(trace_of([0.0] * 12, [2000] * 12, [400] * 12), kv_blocks=capacity)
+    summary, _ = run(trace_of([0.0] * 12, [2000] * 12, [400] * 12), kv_blocks=3 * 2200 // 16)
     assert summary["completed"] == 12 and summary["preemptions"] > 0
-    assert 0 < max(used) <= capacity
+    assert 0.9 < summary["peak_kv_occupancy"] <= 1.0
 
 
 def test_same_seed_gives_byte_identical_json() -> None:

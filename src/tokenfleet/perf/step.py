@@ -83,6 +83,11 @@ def model_window(model: ModelSpec) -> float:
     return float(max(windows)) if windows else math.inf
 
 
+def _inverse(rate: float) -> float:
+    """1 / rate; a missing tier or unit (rate 0) is infinitely slow, as `step` computes it."""
+    return 1.0 / rate if rate > 0 else math.inf
+
+
 @dataclass(frozen=True)
 class StepTime:
     """One step's time and its parts; seconds, bytes and joules for the whole replica."""
@@ -134,6 +139,7 @@ class StepModel:
         self.kv_shards = kv_shards(model, dep)
         self.link_bw = chip.link_bytes_per_s or 1e9
         self.link_lat = chip.link_latency_s
+        self._scalar = self._scalar_coefficients()
 
     # --- roofline terms (whole replica, then per chip) -----------------------------------
     def flops(self, b: BatchShape) -> Num:
@@ -182,6 +188,61 @@ class StepModel:
     def hop_s(self, b: BatchShape) -> Num:
         """Send activations from one pipeline stage to the next."""
         return b.new_tokens * self.model.hidden_size * self.act_bytes / self.link_bw + self.link_lat
+
+    def _scalar_coefficients(self) -> tuple[float, ...]:
+        """`step`'s formulas folded into constants, so `scalar` is a few float operations."""
+        m, d, e = self.model, self.dep, self.eff
+        one = BatchShape(0.0, 1.0, 0.0, 0.0, 0.0, 0.0)
+        comm0 = float(self.comm_s(BatchShape(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)))
+        kv_bw = self.kv_bw * e.mem_eff * self.kv_shards  # no tier for KV (a chip without HBM): infinitely slow
+        per_kv_byte = self.model.kv_elems_per_token_layer * self.kv_elem_bytes * _inverse(kv_bw)
+        inv_compute = _inverse(d.chips * self.peak_flops * e.compute_eff)
+        return (
+            2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) * inv_compute,  # per new token
+            2 * m.vocab_size * m.hidden_size * inv_compute,  # per sequence (output head)
+            m.attn_flops_per_pair * self.full_layers * inv_compute,  # per full-attention pair
+            m.attn_flops_per_pair * self.window_layers * inv_compute,  # per windowed pair
+            _inverse(d.chips * self.weight_bw * e.mem_eff),  # per weight byte
+            per_kv_byte * self.full_layers, per_kv_byte * self.window_layers, per_kv_byte * m.num_layers,
+            comm0, float(self.comm_s(one)) - comm0,  # communication: fixed + per new token
+            (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp,
+            float(self.hop_s(one)) - self.link_lat if d.pp > 1 else 0.0,
+            d.chips * self.chip.tdp_w,
+            # MoE: all experts' bytes x the share touched, 1 - (1 - k/E)^tokens (see experts_touched)
+            m.num_moe_layers * self.expert_bytes_per_layer if m.is_moe else 0.0,
+            1.0 - m.experts_per_token / m.num_experts if m.is_moe else 1.0,
+        )
+
+    def scalar(self, num_seqs: float, new_tokens: float, kv_tokens: float, kv_tokens_window: float,
+               attn_pairs: float, attn_pairs_window: float) -> tuple[float, float]:
+        """(latency_s, energy_j) of one step from plain floats: `step` without numpy, for the
+        simulator's per-step path (a test pins the two to each other)."""
+        tok, seq, pair, pair_w, wb, kvf, kvw, kvn, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        d = self.dep
+        compute = tok * new_tokens + seq * num_seqs + pair * attn_pairs + pair_w * attn_pairs_window
+        weights = self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)
+        memory = weights * wb + kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens
+        roof = compute if compute > memory else memory
+        stage = roof + comm0 + comm1 * new_tokens + fixed
+        hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
+        latency = d.pp * stage + (d.pp - 1) * hop + self.eff.step_overhead_s
+        busy = roof / stage if stage > 1e-30 else roof / 1e-30
+        return latency, watts * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy) * latency
+
+    def latency_energy(self, num_seqs: float, new_tokens: float, kv_tokens: np.ndarray, kv_tokens_window: np.ndarray,
+                       attn_pairs: np.ndarray, attn_pairs_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """`scalar` over arrays of contexts at a fixed batch (a run of decode steps)."""
+        tok, seq, pair, pair_w, wb, kvf, kvw, kvn, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        d = self.dep
+        compute = (tok * new_tokens + seq * num_seqs) + pair * attn_pairs + pair_w * attn_pairs_window
+        weights = self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)
+        memory = (weights * wb + kvn * new_tokens) + kvf * kv_tokens + kvw * kv_tokens_window
+        roof = np.maximum(compute, memory)
+        stage = roof + (comm0 + comm1 * new_tokens + fixed)
+        hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
+        latency = d.pp * stage + ((d.pp - 1) * hop + self.eff.step_overhead_s)
+        busy = roof / np.maximum(stage, 1e-30)
+        return latency, watts * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy) * latency
 
     def step(self, b: BatchShape) -> StepTime:
         """Cost one step; with arrays in `b`, cost many at once."""

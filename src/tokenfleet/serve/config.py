@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 
 class SpecDecode(BaseModel):
@@ -31,3 +31,11 @@ class SchedulerConfig(BaseModel):
     enable_prefix_caching: bool = Field(default=True, description="reuse resident prompt blocks (needs prefix ids in the trace)")
     prefix_block_tokens: int = Field(default=512, ge=1, description="tokens per prefix-hash block in the trace (Mooncake: 512)")
     spec: SpecDecode = Field(default_factory=SpecDecode, description="speculative decoding")
+
+    @model_validator(mode="after")
+    def _budget_holds_every_decode(self) -> SchedulerConfig:
+        """As in vLLM: every running sequence must be able to decode in the same step."""
+        need = self.max_num_seqs * (self.spec.draft_tokens + 1)
+        if self.max_num_batched_tokens < need:
+            raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs x (draft_tokens + 1) = {need}: raise it or lower max_num_seqs")
+        return self

@@ -24,18 +24,36 @@ OPS: dict[str, Callable[[float, float], bool]] = {"<=": operator.le, "<": operat
 
 
 class Histogram:
+    """Log-binned counts; samples are buffered and binned in batches (one numpy call per 64k)."""
+
     def __init__(self) -> None:
         self.counts = np.zeros(EDGES.size + 1)
         self.total = 0.0
         self.n = 0.0
+        self._values: list[float] = []
+        self._weights: list[float] = []
 
-    def add(self, values: Any, weight: float = 1.0) -> None:
-        v = np.atleast_1d(np.asarray(values, dtype=float))
-        np.add.at(self.counts, np.searchsorted(EDGES, v), weight)
-        self.total += float(v.sum()) * weight
-        self.n += v.size * weight
+    def add(self, value: float, weight: float = 1.0) -> None:
+        self._values.append(value)
+        self._weights.append(weight)
+        if len(self._values) >= 65536:
+            self._flush()
+
+    def add_many(self, values: np.ndarray, weight: float) -> None:
+        self._bin(np.asarray(values, dtype=float), np.full(np.size(values), float(weight)))
+
+    def _flush(self) -> None:
+        if self._values:
+            self._bin(np.array(self._values), np.array(self._weights))
+            self._values, self._weights = [], []
+
+    def _bin(self, v: np.ndarray, w: np.ndarray) -> None:
+        self.counts += np.bincount(np.searchsorted(EDGES, v), weights=w, minlength=self.counts.size)
+        self.total += float(v @ w)
+        self.n += float(w.sum())
 
     def quantile(self, q: float) -> float:
+        self._flush()
         if self.n == 0:
             return float("nan")
         i = int(np.searchsorted(np.cumsum(self.counts), q * self.n))
@@ -43,6 +61,7 @@ class Histogram:
         return float(math.sqrt(lo * hi))
 
     def mean(self) -> float:
+        self._flush()
         return self.total / self.n if self.n else float("nan")
 
 
@@ -76,8 +95,12 @@ class Metrics:
         self.preemptions = 0
         self.first_arrival_s, self.last_finish_s = math.inf, 0.0
 
-    def itl(self, step_s: Any, weight: float) -> None:
-        self.hist["itl"].add(step_s, weight)
+    def itl(self, step_s: float | np.ndarray, weight: float) -> None:
+        """Inter-token latency: every one of `weight` decoding requests waited `step_s`."""
+        if isinstance(step_s, np.ndarray):
+            self.hist["itl"].add_many(step_s, weight)
+        else:
+            self.hist["itl"].add(step_s, weight)
 
     def complete(self, req: Request) -> None:
         ttft, e2el = req.first_token_s - req.arrival_s, req.finish_s - req.arrival_s

@@ -1,5 +1,5 @@
-"""One serving engine: schedule, cost the step, post-process; runs of identical decode steps
-between arrivals and completions are advanced in closed form (one vectorised cost call)."""
+"""One serving engine: schedule, cost the step, book it; runs of identical decode steps
+between arrivals, completions and window crossings are advanced in closed form."""
 
 from __future__ import annotations
 
@@ -7,136 +7,146 @@ import math
 
 import numpy as np
 
-from tokenfleet.perf.step import BatchShape, StepModel, StepTime, batch_shape
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.step import StepModel
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import Metrics
 from tokenfleet.serve.request import Request
-from tokenfleet.serve.scheduler import BlockPool, Scheduler, StepPlan
+from tokenfleet.serve.scheduler import KvPool, Scheduler, StepPlan
+
+#: Decode runs at least this long are costed in one vectorised call; shorter ones step by step.
+VECTORISE_FROM_STEPS = 24
 
 
 class Replica:
     """An engine (a replica, or one of a pipelined replica's `pp` micro-batch slots)."""
 
-    def __init__(self, cost: StepModel, cfg: SchedulerConfig, pool: BlockPool, metrics: Metrics):
-        self.cost, self.cfg, self.metrics = cost, cfg, metrics
-        self.sched = Scheduler(cfg, pool)
+    def __init__(self, cost: StepModel, cfg: SchedulerConfig, pool: KvPool, metrics: Metrics):
+        self.cost, self.cfg, self.metrics, self.pool = cost, cfg, metrics, pool
+        self.sched = Scheduler(cfg, pool, cost.window)
         self.clock = 0.0
-        self.busy_s = self.energy_j = self.kv_block_s = 0.0
+        self.busy_s = self.energy_j = self.kv_token_s = 0.0
         self.draft_factor = 1 + cfg.spec.draft_tokens * cfg.spec.draft_cost_ratio
         self.outstanding_tokens = 0.0
+        self.stalled = False
 
     def add(self, req: Request) -> None:
-        if self.sched.blocks_for(req.prompt + req.output) > self.sched.total_blocks:
-            raise_too_long(req, self.sched.total_blocks * self.cfg.block_size)
-        if not (self.sched.running or self.sched.waiting):
+        if req.prompt + req.output + self.pool.block_size > self.pool.capacity_tokens:
+            raise_too_long(req, self.pool.capacity_tokens)
+        if not self.sched.busy:
             self.clock = max(self.clock, req.arrival_s)
         self.sched.waiting.append(req)
         self.outstanding_tokens += req.prompt + req.output
 
     def run_until(self, t_limit: float) -> None:
-        """The event loop: advance this engine until its clock passes `t_limit` or it idles."""
+        """The event loop: advance this engine until its clock passes `t_limit` or it idles.
+        It stalls (returns early) when pipeline siblings hold all of the shared KV cache."""
         sched = self.sched
-        while (sched.running or sched.waiting) and self.clock < t_limit:
-            if sched.decode_only() and self._decode_run(t_limit):
+        if self.stalled:
+            self.clock, self.stalled = max(self.clock, self.pool.last_release_s), False
+        while sched.busy and self.clock < t_limit:
+            if sched.decoding and not sched.can_admit() and self._decode_run(t_limit):
                 continue
             plan = sched.schedule()
-            if plan.empty:  # the head request can never fit in this engine's KV cache
-                raise_too_long(sched.waiting[0], sched.total_blocks * self.cfg.block_size)
-            t = self._cost(plan)
-            dt = float(t.latency_s) * self.draft_factor
-            self._account(float(t.energy_j), dt)
+            if plan.empty:
+                self.stalled = True
+                return
+            latency_s, energy_j = self.cost.scalar(*self._shape(plan))
+            dt = latency_s * self.draft_factor
+            self._account(energy_j, dt)
             self.clock += dt
-            self._post_process(plan, dt)
+            if plan.decodes:
+                self.metrics.itl(dt, plan.decodes)
+            self._finish(sched.advance(plan, self.clock))
 
     # --- one step --------------------------------------------------------------------------
-    def _cost(self, plan: StepPlan) -> StepTime:
-        new = [c for _, c in plan.prefills] + [self.cfg.spec.draft_tokens + 1] * len(plan.decodes)
-        ctx = [r.computed + c for r, c in plan.prefills] + [r.computed + 1 for r in plan.decodes]
-        return self.cost.step(batch_shape(self.cost.model, new, ctx))
+    def _shape(self, plan: StepPlan) -> tuple[float, float, float, float, float, float]:
+        """(sequences, new tokens, KV tokens, windowed KV tokens, pairs, windowed pairs)."""
+        s, w = self.sched, self.cost.window
+        new = plan.decodes * s.t
+        kv, kv_w = s.ctx_sum, self._decode_window_ctx(0)
+        t_pairs = s.t * (s.t - 1) / 2
+        pairs, pairs_w = s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs
+        for req, chunk in plan.chunks:
+            start, end = req.computed, req.computed + chunk
+            new += chunk
+            kv += end
+            kv_w += min(end, w)
+            pairs += chunk * start + chunk * (chunk + 1) / 2
+            below = min(max(w - start, 0.0), chunk)  # queries whose position is inside the window
+            pairs_w += below * (start + 1) + below * (below - 1) / 2 + ((chunk - below) * w if chunk > below else 0.0)
+        return float(plan.decodes + len(plan.chunks)), float(new), kv, kv_w, pairs, pairs_w
 
-    def _post_process(self, plan: StepPlan, dt: float) -> None:
-        e = self.sched.tokens_per_step
-        for req, chunk in plan.prefills:
-            req.computed += chunk
-            if req.computed >= self.sched.target(req):
-                req.generated += 1
-                if req.first_token_s < 0:
-                    req.first_token_s = self.clock
-                    self.sched.remember_prefix(req)
-        for req in plan.decodes:
-            req.computed += e
-            req.generated += e
-        if plan.decodes:
-            self.metrics.itl(dt, len(plan.decodes))
-        self._finish_done()
+    def _decode_window_ctx(self, extra_steps: float) -> float:
+        s = self.sched
+        capped = len(s.decoding) - s.in_window
+        return s.in_window_ctx + s.in_window * s.e * extra_steps + (capped * self.cost.window if capped else 0.0)
 
-    def _finish_done(self) -> None:
-        for req in [r for r in self.sched.running if r.generated >= r.output]:
+    def _finish(self, done: list[Request]) -> None:
+        for req in done:
             req.finish_s = self.clock
-            self.sched.running.remove(req)
-            self.sched.release(req)
-            self.sched.prefill_target.pop(req.id, None)
             self.outstanding_tokens -= req.prompt + req.output
             self.metrics.complete(req)
 
     def _account(self, target_energy_j: float, wall_s: float) -> None:
-        """Busy time, energy (drafting scales both) and block-seconds of KV held."""
+        """Busy time, energy (drafting scales both) and token-seconds of KV held."""
         self.busy_s += wall_s
         self.energy_j += target_energy_j * self.draft_factor
-        self.kv_block_s += (self.sched.total_blocks - self.sched.free_blocks) * wall_s
+        self.kv_token_s += self.pool.used_tokens * wall_s
 
     # --- closed-form decode runs -------------------------------------------------------------
     def _decode_run(self, t_limit: float) -> int:
         """Advance k identical decode steps at once; returns k (0: take the general path)."""
-        running, e = self.sched.running, self.sched.tokens_per_step
-        ctx = np.array([r.computed for r in running], dtype=float)
-        left = np.array([r.remaining for r in running], dtype=float)
-        k = int(np.ceil(left.min() / e - 1e-9))
-        k = self._kv_limited_steps(ctx, k)
+        s = self.sched
+        n = len(s.decoding)
+        k = min(s.steps_until_event(), int(s.pool.free_tokens // (n * s.e)))
         if k < 2:
             return 0
-        n, j = len(running), np.arange(1, k + 1, dtype=float)
-        kv = ctx.sum() + n * e * j
-        window = min(self.cost.window, 1e18)
-        shape = BatchShape(num_seqs=float(n), new_tokens=float(n * (self.cfg.spec.draft_tokens + 1)), kv_tokens=kv,
-                           kv_tokens_window=np.minimum(kv, n * window), attn_pairs=kv, attn_pairs_window=np.minimum(kv, n * window))
-        t = self.cost.step(shape)
-        dt = np.asarray(t.latency_s, dtype=float) * self.draft_factor
-        starts = self.clock + np.concatenate(([0.0], np.cumsum(dt)[:-1]))
-        k = int(np.searchsorted(starts, t_limit, side="left")) if math.isfinite(t_limit) else k
-        if k == 0:
-            return 0
-        for req in running:
-            req.computed += k * e
-            req.generated += k * e
-            self.sched._grow(req, req.computed)
-        self._account(float(np.sum(np.asarray(t.energy_j)[:k])), float(dt[:k].sum()))
-        self.metrics.itl(dt[:k], n)
-        self.clock = float(starts[k - 1] + dt[k - 1])
-        self._finish_done()
+        k = self._vector_run(k, n, t_limit) if k >= VECTORISE_FROM_STEPS else self._scalar_run(k, n, t_limit)
+        if k:
+            self._finish(s.pop_finished(self.clock))
         return k
 
-    def _kv_limited_steps(self, ctx: np.ndarray, k: int) -> int:
-        """The most steps (<= k) whose KV growth fits in the free blocks."""
-        bs, e = self.cfg.block_size, self.sched.tokens_per_step
-        have = np.array([r.blocks for r in self.sched.running])
+    def _vector_run(self, k: int, n: int, t_limit: float) -> int:
+        """k decode steps costed in one numpy call, cut at the first step starting after `t_limit`."""
+        s = self.sched
+        j = np.arange(1, k + 1, dtype=float)
+        kv = s.ctx_sum + n * s.e * j
+        kv_w = self._decode_window_ctx(0) + s.in_window * s.e * j
+        t_pairs = s.t * (s.t - 1) / 2
+        latency_s, energy_j = self.cost.latency_energy(n, n * s.t, kv, kv_w, s.t * kv - n * t_pairs, s.t * kv_w - s.in_window * t_pairs)
+        dt = latency_s * self.draft_factor
+        ends = self.clock + np.cumsum(dt)
+        if math.isfinite(t_limit):  # steps that start before t_limit
+            k = min(k, int(np.searchsorted(ends, t_limit, side="left")) + 1) if self.clock < t_limit else 0
+        if k:
+            self.busy_s += float(dt[:k].sum())
+            self.energy_j += float(energy_j[:k].sum()) * self.draft_factor
+            self.kv_token_s += float(((s.pool.used_tokens + n * s.e * j[:k]) * dt[:k]).sum())
+            s._grow_decoders(k)
+            self.metrics.itl(dt[:k], n)
+            self.clock = float(ends[k - 1])
+        return k
 
-        def need(steps: int) -> int:
-            return int((np.ceil((ctx + steps * e) / bs) - have).clip(0).sum())
+    def _scalar_run(self, k: int, n: int, t_limit: float) -> int:
+        """Up to k decode steps one at a time with the float cost path (cheaper for short runs)."""
+        s = self.sched
+        t_pairs = s.t * (s.t - 1) / 2
+        for done in range(k):
+            if self.clock >= t_limit:
+                return done
+            s._grow_decoders(1)
+            kv, kv_w = s.ctx_sum, self._decode_window_ctx(0)
+            latency_s, energy_j = self.cost.scalar(n, n * s.t, kv, kv_w, s.t * kv - n * t_pairs, s.t * kv_w - s.in_window * t_pairs)
+            dt = latency_s * self.draft_factor
+            self._account(energy_j, dt)
+            self.clock += dt
+            self.metrics.itl(dt, n)
+        return k
 
-        if need(k) <= self.sched.free_blocks:
-            return k
-        lo, hi = 0, k
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            lo, hi = (mid, hi) if need(mid) <= self.sched.free_blocks else (lo, mid - 1)
-        return lo
 
-
-def raise_too_long(req: Request, capacity_tokens: int) -> None:
-    from tokenfleet.errors import TokenfleetError
-
+def raise_too_long(req: Request, capacity_tokens: float) -> None:
     raise TokenfleetError(
-        f"request {req.id} needs {req.prompt + req.output:,} tokens of KV cache but one engine holds {capacity_tokens:,}: "
+        f"request {req.id} needs {req.prompt + req.output:,} tokens of KV cache but one replica holds {int(capacity_tokens):,}: "
         "use more chips per replica, --precision fp8, or shorter requests"
     )

@@ -1,12 +1,19 @@
-"""Continuous batching with paged KV blocks, chunked prefill, prefix reuse and recompute
+"""Continuous batching with a paged KV cache, chunked prefill, prefix reuse and recompute
 preemption: one per-step token budget, and each request's computed tokens catch up to its
-target (the vLLM v1 idea). Policy lives here; cost lives in the cost model."""
+target (the vLLM v1 idea). Policy lives here; cost lives in the cost model.
+
+Decoding requests are kept as aggregates (count, summed context, heaps of the steps at which
+each finishes or outgrows the attention window), so a step costs O(1) in the number of
+running requests, and runs of identical decode steps can be advanced in closed form.
+"""
 
 from __future__ import annotations
 
+import heapq
+import itertools
 import math
 from collections import OrderedDict, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.request import Request
@@ -14,73 +21,227 @@ from tokenfleet.serve.request import Request
 
 @dataclass
 class StepPlan:
-    """What one step computes: prompt chunks and decode tokens."""
+    """What one step computes: prompt chunks, and one decode step of every decoding request."""
 
-    prefills: list[tuple[Request, int]] = field(default_factory=list)
-    decodes: list[Request] = field(default_factory=list)
+    chunks: list[tuple[Request, int]]
+    decodes: int
 
     @property
     def empty(self) -> bool:
-        return not self.prefills and not self.decodes
+        return not self.chunks and not self.decodes
 
 
-class BlockPool:
-    """Paged KV blocks of one replica, shared by its pipeline's micro-batch engines."""
+class KvPool:
+    """KV-cache capacity of one replica in tokens, shared by its pipeline's micro-batch engines.
 
-    def __init__(self, blocks: int):
-        self.total = self.free = blocks
+    Each sequence holds its context plus one block: its last, partly filled block counted whole,
+    so the count is never below vLLM's block count and at most one block per sequence above it."""
+
+    def __init__(self, capacity_tokens: float, block_size: int):
+        self.capacity_tokens, self.block_size = float(capacity_tokens), block_size
+        self.used_tokens = self.peak_tokens = 0.0
+        self.last_release_s = 0.0
+
+    @property
+    def free_tokens(self) -> float:
+        return self.capacity_tokens - self.used_tokens
+
+    def take(self, tokens: float) -> None:
+        self.used_tokens += tokens
+        self.peak_tokens = max(self.peak_tokens, self.used_tokens)
+
+    def give(self, tokens: float, now_s: float) -> None:
+        self.used_tokens -= tokens
+        self.last_release_s = max(self.last_release_s, now_s)
 
 
 class Scheduler:
-    """FCFS admission, running requests first, newest preempted first when blocks run out."""
+    """FCFS admission; decoding requests first, then prompt chunks; newest preempted first."""
 
-    def __init__(self, cfg: SchedulerConfig, pool: BlockPool):
-        self.cfg, self.pool = cfg, pool
-        kv_blocks = pool.total
+    def __init__(self, cfg: SchedulerConfig, pool: KvPool, window_tokens: float = math.inf):
+        self.cfg, self.pool, self.window = cfg, pool, window_tokens
+        self.e = cfg.spec.tokens_per_step  # tokens accepted per decode step (1 without speculation)
+        self.t = cfg.spec.draft_tokens + 1  # tokens verified per decode step
         self.waiting: deque[Request] = deque()
-        self.running: list[Request] = []
+        self.prefilling: deque[Request] = deque()
+        self.decoding: dict[int, Request] = {}  # insertion order = decode start order
+        self.ctx_sum = 0.0  # summed context of decoding requests (this step's tokens included)
+        self.in_window, self.in_window_ctx = 0, 0.0  # decoders shorter than the window, their context
+        self.finish_heap: list[tuple[int, int, Request]] = []  # (step it finishes, ticket, request)
+        self.window_heap: list[tuple[int, int, Request]] = []  # (step it reaches the window, ...)
+        self.steps = 0
+        self._tickets, self._admissions = itertools.count(), itertools.count()
         self.prefix: OrderedDict[int, None] = OrderedDict()  # resident prefix blocks, LRU order
-        self.prefix_capacity = kv_blocks * cfg.block_size // cfg.prefix_block_tokens
-        self.tokens_per_step = cfg.spec.tokens_per_step
-        self.prefill_target: dict[int, int] = {}
+        self.prefix_capacity = int(pool.capacity_tokens // cfg.prefix_block_tokens)
         self.prefix_lookups = self.prefix_hits = 0
 
-    # --- KV blocks ---------------------------------------------------------------------
-    def blocks_for(self, tokens: float) -> int:
-        return math.ceil(tokens / self.cfg.block_size)
+    @property
+    def busy(self) -> bool:
+        return bool(self.waiting or self.prefilling or self.decoding)
 
-    def _grow(self, req: Request, context: float) -> bool:
-        need = self.blocks_for(context) - req.blocks
-        if need > self.pool.free:
-            return False
-        self.pool.free -= need
-        req.blocks += need
+    def seats(self) -> int:
+        return len(self.decoding) + len(self.prefilling)
+
+    def context(self, req: Request) -> float:
+        """Tokens in `req`'s KV cache now (for a decoder, including the step in flight)."""
+        return req.computed + (self.e * (self.steps - req.since_step) if req.ticket >= 0 else 0.0)
+
+    # --- scheduling --------------------------------------------------------------------
+    def schedule(self) -> StepPlan:
+        """One step: every decoder advances, then prompt chunks fill the rest of the budget."""
+        while self.decoding and self.pool.free_tokens < len(self.decoding) * self.e:
+            self._preempt(self._newest())
+        self._grow_decoders(1)
+        budget = self.cfg.max_num_batched_tokens - len(self.decoding) * self.t
+        chunks: list[tuple[Request, int]] = []
+        for req in list(self.prefilling):
+            chunk = int(min(req.target - req.computed, budget))
+            if chunk <= 0 or not self._room_for(req, chunk):
+                continue
+            self.pool.take(chunk)
+            chunks.append((req, chunk))
+            budget -= chunk
+        self._admit(chunks, budget)
+        return StepPlan(chunks, len(self.decoding))
+
+    def _grow_decoders(self, steps: int) -> None:
+        grow = self.e * steps
+        self.steps += steps
+        self.ctx_sum += len(self.decoding) * grow
+        self.in_window_ctx += self.in_window * grow
+        self.pool.take(len(self.decoding) * grow)
+
+    def _room_for(self, req: Request, tokens: float) -> bool:
+        """Preempt newer requests until `tokens` fit; False if `req` itself had to go."""
+        while self.pool.free_tokens < tokens:
+            victim = self._newest()
+            self._preempt(victim)
+            if victim is req:
+                return False
         return True
 
-    @property
-    def total_blocks(self) -> int:
-        return self.pool.total
+    def _admit(self, chunks: list[tuple[Request, int]], budget: int) -> None:
+        slack = self.pool.block_size
+        while self.waiting and budget > 0 and self.seats() < self.cfg.max_num_seqs:
+            req = self.waiting[0]
+            if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
+                req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
+            chunk = int(min(req.target - req.computed, budget))
+            if self.pool.free_tokens < req.computed + chunk + slack:
+                break
+            self.waiting.popleft()
+            self.pool.take(req.computed + chunk + slack)
+            req.admitted = next(self._admissions)
+            self.prefilling.append(req)
+            chunks.append((req, chunk))
+            budget -= chunk
 
-    @property
-    def free_blocks(self) -> int:
-        return self.pool.free
+    def can_admit(self) -> bool:
+        """Whether the next step would take a prompt chunk (if not, decode steps repeat)."""
+        if self.prefilling:
+            return True
+        if not self.waiting or self.seats() >= self.cfg.max_num_seqs:
+            return False
+        head, n = self.waiting[0], len(self.decoding)
+        chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t)
+        return chunk > 0 and self.pool.free_tokens - n * self.e >= head.computed + chunk + self.pool.block_size
 
-    def release(self, req: Request) -> None:
-        self.pool.free += req.blocks
-        req.blocks = 0
+    # --- after a step --------------------------------------------------------------------
+    def advance(self, plan: StepPlan, now_s: float) -> list[Request]:
+        """Book the step's tokens; returns the requests that finished with it."""
+        done = []
+        for req, chunk in plan.chunks:
+            req.computed += chunk
+            if req.computed < req.target:
+                continue
+            self.prefilling.remove(req)
+            req.generated += 1
+            if req.first_token_s < 0:
+                req.first_token_s = now_s
+                self.remember_prefix(req)
+            if req.generated >= req.output:
+                done.append(req)
+                self.pool.give(req.computed + self.pool.block_size, now_s)
+            else:
+                self._start_decoding(req)
+        return done + self.pop_finished(now_s)
+
+    def pop_finished(self, now_s: float) -> list[Request]:
+        """Decoders whose last token came with the step just taken; also retire window crossings."""
+        while self.window_heap and self.window_heap[0][0] <= self.steps:
+            _, ticket, req = heapq.heappop(self.window_heap)
+            if req.ticket == ticket and req.in_window:
+                self._leave_window(req)
+        done = []
+        while self.finish_heap and self.finish_heap[0][0] <= self.steps:
+            _, ticket, req = heapq.heappop(self.finish_heap)
+            if req.ticket == ticket:
+                self._stop_decoding(req)
+                self.pool.give(req.computed + self.pool.block_size, now_s)
+                done.append(req)
+        return done
+
+    def steps_until_event(self) -> int:
+        """Decode steps until the next decoder finishes or outgrows the window (live heap tops)."""
+        for heap in (self.finish_heap, self.window_heap):
+            while heap and heap[0][1] != heap[0][2].ticket:
+                heapq.heappop(heap)
+        tops = [h[0][0] - self.steps for h in (self.finish_heap, self.window_heap) if h]
+        return max(min(tops), 0) if tops else 0
+
+    # --- decoders as aggregates ------------------------------------------------------------
+    def _start_decoding(self, req: Request) -> None:
+        req.ticket, req.since_step = next(self._tickets), self.steps
+        self.decoding[req.id] = req
+        self.ctx_sum += req.computed
+        left = math.ceil((req.output - req.generated) / self.e - 1e-9)
+        heapq.heappush(self.finish_heap, (self.steps + left, req.ticket, req))
+        if req.computed < self.window:
+            req.in_window = True
+            self.in_window += 1
+            self.in_window_ctx += req.computed
+            if math.isfinite(self.window):
+                reach = math.ceil((self.window - req.computed) / self.e)
+                heapq.heappush(self.window_heap, (self.steps + reach, req.ticket, req))
+
+    def _stop_decoding(self, req: Request) -> None:
+        """Write the decoder's context and output back and drop it from the aggregates."""
+        ctx = self.context(req)
+        req.generated += ctx - req.computed
+        if req.in_window:
+            self._leave_window(req)
+        req.computed, req.ticket = ctx, -1
+        del self.decoding[req.id]
+        self.ctx_sum -= ctx
+
+    def _leave_window(self, req: Request) -> None:
+        req.in_window = False
+        self.in_window -= 1
+        self.in_window_ctx -= self.context(req)
+
+    def _newest(self) -> Request:
+        last_decoder = self.decoding[next(reversed(self.decoding))] if self.decoding else None
+        last_prefill = self.prefilling[-1] if self.prefilling else None
+        if last_decoder is None or (last_prefill is not None and last_prefill.admitted > last_decoder.admitted):
+            assert last_prefill is not None
+            return last_prefill
+        return last_decoder
 
     def _preempt(self, victim: Request) -> None:
         """Recompute preemption: drop the KV; the prompt and the tokens so far are prefilled again."""
-        self.running.remove(victim)
-        self.release(victim)
+        if victim.ticket >= 0:
+            self._stop_decoding(victim)
+        else:
+            self.prefilling.remove(victim)
+        self.pool.give(victim.computed + self.pool.block_size, 0.0)
         victim.preemptions += 1
-        self.prefill_target[victim.id] = victim.prompt + int(victim.generated)
+        victim.target = victim.prompt + int(victim.generated)
         victim.computed = 0
         self.waiting.appendleft(victim)
 
     # --- prefix cache ------------------------------------------------------------------
     def _prefix_hit_tokens(self, req: Request) -> int:
-        if not (self.cfg.enable_prefix_caching and req.prefix) or req.preemptions:
+        if not (self.cfg.enable_prefix_caching and req.prefix):
             return 0
         hits = 0
         for block in req.prefix:
@@ -98,55 +259,3 @@ class Scheduler:
             self.prefix.move_to_end(block)
         while len(self.prefix) > self.prefix_capacity:
             self.prefix.popitem(last=False)
-
-    # --- scheduling --------------------------------------------------------------------
-    def target(self, req: Request) -> int:
-        return self.prefill_target.get(req.id, req.prompt)
-
-    def schedule(self) -> StepPlan:
-        plan, budget = StepPlan(), self.cfg.max_num_batched_tokens
-        decode_cost = self.cfg.spec.draft_tokens + 1
-        for req in list(self.running):
-            if req not in self.running:  # preempted earlier in this pass
-                continue
-            prefilling = req.computed < self.target(req)
-            want = int(min(self.target(req) - req.computed, budget)) if prefilling else decode_cost
-            if want > budget or want <= 0:
-                continue
-            grow_to = req.computed + (want if prefilling else self.tokens_per_step)
-            while not self._grow(req, grow_to):
-                self._preempt(self.running[-1])
-                if req not in self.running:
-                    break
-            else:
-                budget -= want
-                if prefilling:
-                    plan.prefills.append((req, want))
-                else:
-                    plan.decodes.append(req)
-        self._admit(plan, budget)
-        return plan
-
-    def _admit(self, plan: StepPlan, budget: int) -> None:
-        while self.waiting and budget > 0 and len(self.running) < self.cfg.max_num_seqs:
-            req = self.waiting[0]
-            if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
-                req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
-            chunk = int(min(self.target(req) - req.computed, budget))
-            if not self._grow(req, req.computed + chunk):
-                break
-            self.waiting.popleft()
-            self.running.append(req)
-            plan.prefills.append((req, chunk))
-            budget -= chunk
-
-    def decode_only(self) -> bool:
-        """True when the next steps are plain decodes of the same requests (closed-form runs)."""
-        if not self.running or any(r.computed < self.target(r) for r in self.running):
-            return False
-        return not self.waiting or len(self.running) >= self.cfg.max_num_seqs or self._head_blocked()
-
-    def _head_blocked(self) -> bool:
-        head = self.waiting[0]
-        chunk = min(self.target(head) - head.computed, self.cfg.max_num_batched_tokens - len(self.running) * (self.cfg.spec.draft_tokens + 1))
-        return chunk <= 0 or self.blocks_for(head.computed + chunk) - head.blocks > self.pool.free

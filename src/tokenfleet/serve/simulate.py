@@ -17,10 +17,10 @@ from tokenfleet.perf.memory import require_fit
 from tokenfleet.perf.step import STATIC_POWER_FRACTION, Efficiency, StepModel
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import Metrics
-from tokenfleet.serve.replica import Replica
+from tokenfleet.serve.replica import Replica, raise_too_long
 from tokenfleet.serve.request import Request
 from tokenfleet.serve.router import get_router
-from tokenfleet.serve.scheduler import BlockPool
+from tokenfleet.serve.scheduler import KvPool
 from tokenfleet.workload.traces import Trace
 
 
@@ -32,12 +32,12 @@ class SimulationResult:
 def build_engines(model: ModelSpec, chip: ChipSpec, dep: Deployment, cfg: SchedulerConfig, replicas: int,
                   metrics: Metrics, eff: Efficiency | None = None, kv_blocks: int | None = None) -> list[Replica]:
     """`replicas` x `pp` engines: a pipelined replica keeps `pp` micro-batches in flight and its
-    engines share the replica's KV blocks (`kv_blocks` caps them, for experiments)."""
+    engines share the replica's KV cache (`kv_blocks` caps it, for experiments)."""
     cost = StepModel(model, chip, dep, eff or calibration_for(chip).efficiency)
     require_fit(cost.memory, dep, chip)
     blocks = int(cost.memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
     per_engine = cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
-    pools = [BlockPool(blocks) for _ in range(replicas)]
+    pools = [KvPool(blocks * cfg.block_size, cfg.block_size) for _ in range(replicas)]
     return [Replica(cost, per_engine, pools[i // dep.pp], metrics) for i in range(replicas * dep.pp)]
 
 
@@ -61,9 +61,21 @@ def simulate(
         engines[route(req, engines, i)].add(req)
         if progress is not None and i % 1024 == 0:
             progress(i, len(trace))
-    for e in engines:
-        e.run_until(math.inf)
+    _drain(engines)
     return SimulationResult(_summary(metrics, engines, chip, dep, replicas))
+
+
+def _drain(engines: list[Replica]) -> None:
+    """Run every engine to completion; pipeline siblings stalled on a shared KV cache take turns."""
+    while True:
+        before = [e.sched.steps for e in engines]
+        for e in engines:
+            e.run_until(math.inf)
+        stalled = [e for e in engines if e.sched.busy]
+        if not stalled:
+            return
+        if before == [e.sched.steps for e in engines]:  # no engine moved: nothing will ever fit
+            raise_too_long(stalled[0].sched.waiting[0], stalled[0].pool.capacity_tokens)
 
 
 def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Deployment, replicas: int) -> dict[str, Any]:
@@ -80,7 +92,8 @@ def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Depl
         "output_throughput_per_chip": s["output_throughput"] / chips,
         "mean_output_tok_s_per_user": 1e3 / s["mean_tpot_ms"] if s["mean_tpot_ms"] > 0 else float("nan"),
         "utilisation": busy / (duration * len(engines)),
-        "mean_kv_occupancy": sum(e.kv_block_s for e in engines) / max(duration * len(engines) * engines[0].sched.total_blocks, 1e-12),
+        "mean_kv_occupancy": sum(e.kv_token_s for e in engines) / dep.pp / max(duration * replicas * engines[0].pool.capacity_tokens, 1e-12),
+        "peak_kv_occupancy": max(e.pool.peak_tokens / e.pool.capacity_tokens for e in engines),
         "prefix_hit_rate": sum(e.sched.prefix_hits for e in engines) / lookups if lookups else 0.0,
         "usd_per_mtok": chip_hour_usd(chip) * chips * duration / 3600 / out_tokens * 1e6,
         "joules_per_token": (sum(e.energy_j for e in engines) + idle_j) / out_tokens,
