@@ -118,14 +118,17 @@ def print_validation(console: Console, report: ValidationReport) -> None:
 def mape_table(report: ValidationReport) -> Table:
     fit = report.mape_table(report.outcomes)
     loso = report.mape_table(report.loso) if report.loso else {}
-    t = Table(title="MAPE by hardware family (claims excluded)")
-    for col in ("family", "rows", "MAPE", *(["leave-one-source-out MAPE"] if loso else [])):
+    t = Table(title="MAPE by hardware family (claims excluded; served rows are never used in calibration)")
+    cols = ["family", "cost model: rows", "MAPE", *(["leave-one-source-out"] if loso else []), "simulator: rows", "MAPE", "all rows", "MAPE"]
+    for col in cols:
         t.add_column(col)
+
+    def cell(table: dict[str, dict[str, float]], key: str) -> list[str]:
+        return [str(int(table[key]["rows"])), f"{table[key]['mape']:.1%}"] if key in table else ["0", "—"]
+
     for fam in FAMILIES:
-        if fam in fit:
-            t.add_row(fam, str(fit[fam]["rows"]), f"{fit[fam]['mape']:.1%}", *([f"{loso[fam]['mape']:.1%}"] if fam in loso else ([""] if loso else [])))
-        else:
-            t.add_row(fam, "0", "no predictable rows", *([""] if loso else []))
+        loso_cell = ([f"{loso[fam]['mape']:.1%}" if fam in loso else "—"] if loso else [])
+        t.add_row(fam, *cell(fit, f"{fam}:cost_model"), *loso_cell, *cell(fit, f"{fam}:served"), *cell(fit, fam))
     return t
 
 

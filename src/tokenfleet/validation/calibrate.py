@@ -20,7 +20,13 @@ import yaml
 from scipy.optimize import least_squares
 
 from tokenfleet.perf.step import Efficiency
-from tokenfleet.validation.cases import Case, Outcome, PreparedCase, prepare_case
+from tokenfleet.validation.cases import (
+    COST_MODEL_SCENARIOS,
+    Case,
+    Outcome,
+    PreparedCase,
+    prepare_case,
+)
 
 PARAMS = ("mem_eff", "compute_eff", "layer_overhead_s", "moe_layer_overhead_s", "step_overhead_s")
 LOWER = np.array([0.30, 0.15, 0.0, 0.0, 0.0])
@@ -63,9 +69,12 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
 
 
 def counted_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
-    """Rows the cost model alone can predict and that count, grouped by hardware kind."""
+    """Rows the cost model alone predicts (static, per_user) and that count, by hardware kind;
+    served rows stay out of the fit, so they test it out of sample."""
     by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
     for case in cases:
+        if case.scenario not in COST_MODEL_SCENARIOS:
+            continue
         prepared = prepare_case(case)
         if isinstance(prepared, PreparedCase) and case.counted:
             by_kind[prepared.chip.kind].append(prepared)

@@ -18,6 +18,7 @@ from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
+from tokenfleet.validation.served import SERVED_METRICS, run_served, served_case
 
 REQUIRED_COLUMNS = (
     "id", "model", "hardware", "num_chips", "tp", "pp", "ep", "precision", "scenario", "batch",
@@ -138,6 +139,9 @@ METRICS: dict[str, Callable[[Prediction], float]] = {
 }
 
 SPECULATIVE = ("mtp", "eagle3", "draft")
+#: Scenarios the cost model predicts alone (and calibration fits); the rest go through the simulator.
+COST_MODEL_SCENARIOS = ("static", "per_user")
+SERVED_SCENARIOS = ("throughput", "server")
 
 
 @dataclass(frozen=True)
@@ -175,6 +179,10 @@ class PreparedCase:
     work: Workload
 
     def predict(self, efficiency: Efficiency | None = None) -> float:
+        if self.case.scenario in SERVED_SCENARIOS:
+            sc = served_case(self.case.notes, self.case.scenario, self.work.input_tokens if self.case.input_tokens else None, self.work.output_tokens)
+            summary = run_served(self.model, self.chip, self.deployment, sc, efficiency, self.case.scenario)
+            return float(SERVED_METRICS[self.case.metric](summary, self.deployment.chips))
         pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
         return METRICS[self.case.metric](pred)
 
@@ -185,11 +193,11 @@ def prepare_case(case: Case) -> PreparedCase | Outcome:
     try:
         chip = get_chip(case.hardware)
         family = chip.family
-        if case.scenario not in ("static", "per_user"):
-            return Outcome(case, family, None, f"scenario '{case.scenario}' needs the serving simulator")
+        if case.scenario not in (*COST_MODEL_SCENARIOS, *SERVED_SCENARIOS):
+            return Outcome(case, family, None, f"unknown scenario '{case.scenario}'")
         if case.spec_decode in SPECULATIVE:
-            return Outcome(case, family, None, f"uses speculative decoding ({case.spec_decode}); static prediction has none")
-        if case.metric not in METRICS:
+            return Outcome(case, family, None, f"uses speculative decoding ({case.spec_decode}) with unpublished acceptance rates")
+        if case.metric not in (SERVED_METRICS if case.scenario in SERVED_SCENARIOS else METRICS):
             return Outcome(case, family, None, f"metric '{case.metric}' is not predicted")
         model = get_model(case.model)
         work = workload_for(case)
@@ -199,7 +207,7 @@ def prepare_case(case: Case) -> PreparedCase | Outcome:
 
 
 def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) -> Outcome:
-    """Predict one row with the cost model (static, per_user); other scenarios need the simulator."""
+    """Predict one row: with the cost model (static, per_user) or the simulator (throughput, server)."""
     prepared = prepare_case(case)
     if isinstance(prepared, Outcome):
         return prepared

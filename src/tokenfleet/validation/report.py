@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tokenfleet.validation.cases import Outcome, predict_case, read_cases
+from tokenfleet.validation.cases import SERVED_SCENARIOS, Outcome, predict_case, read_cases
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
 
@@ -19,13 +19,16 @@ class ValidationReport:
 
     @staticmethod
     def mape_table(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
-        """MAPE and row count per family, and per (family, metric); claims excluded."""
+        """MAPE and row count per family, per (family, metric) and per (family, path): `cost_model`
+        rows (static, per_user) against `served` rows (throughput, server, via the simulator)."""
         groups: dict[str, list[float]] = defaultdict(list)
         for o in outcomes:
             if o.error is None or not o.case.counted:
                 continue
+            path = "served" if o.case.scenario in SERVED_SCENARIOS else "cost_model"
             groups[o.family].append(o.error)
             groups[f"{o.family}/{o.case.metric}"].append(o.error)
+            groups[f"{o.family}:{path}"].append(o.error)
         return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
 
     def as_dict(self) -> dict[str, Any]:
