@@ -64,7 +64,7 @@ class Replica:
         """(sequences, new tokens, KV tokens, windowed KV tokens, pairs, windowed pairs)."""
         s, w = self.sched, self.cost.window
         new = plan.decodes * s.t
-        kv, kv_w = s.ctx_sum, self._decode_window_ctx(0)
+        kv, kv_w = s.ctx_sum, self._decode_window_ctx()
         t_pairs = s.t * (s.t - 1) / 2
         pairs, pairs_w = s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs
         for req, chunk in plan.chunks:
@@ -77,10 +77,11 @@ class Replica:
             pairs_w += below * (start + 1) + below * (below - 1) / 2 + ((chunk - below) * w if chunk > below else 0.0)
         return float(plan.decodes + len(plan.chunks)), float(new), kv, kv_w, pairs, pairs_w
 
-    def _decode_window_ctx(self, extra_steps: float) -> float:
+    def _decode_window_ctx(self) -> float:
+        """Decoders' context as windowed layers see it: capped at the window."""
         s = self.sched
         capped = len(s.decoding) - s.in_window
-        return s.in_window_ctx + s.in_window * s.e * extra_steps + (capped * self.cost.window if capped else 0.0)
+        return s.in_window_ctx + (capped * self.cost.window if capped else 0.0)
 
     def _finish(self, done: list[Request]) -> None:
         for req in done:
@@ -112,7 +113,7 @@ class Replica:
         s = self.sched
         j = np.arange(1, k + 1, dtype=float)
         kv = s.ctx_sum + n * s.e * j
-        kv_w = self._decode_window_ctx(0) + s.in_window * s.e * j
+        kv_w = self._decode_window_ctx() + s.in_window * s.e * j
         t_pairs = s.t * (s.t - 1) / 2
         latency_s, energy_j = self.cost.latency_energy(n, n * s.t, kv, kv_w, s.t * kv - n * t_pairs, s.t * kv_w - s.in_window * t_pairs)
         dt = latency_s * self.draft_factor
@@ -136,7 +137,7 @@ class Replica:
             if self.clock >= t_limit:
                 return done
             s._grow_decoders(1)
-            kv, kv_w = s.ctx_sum, self._decode_window_ctx(0)
+            kv, kv_w = s.ctx_sum, self._decode_window_ctx()
             latency_s, energy_j = self.cost.scalar(n, n * s.t, kv, kv_w, s.t * kv - n * t_pairs, s.t * kv_w - s.in_window * t_pairs)
             dt = latency_s * self.draft_factor
             self._account(energy_j, dt)
