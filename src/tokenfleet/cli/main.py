@@ -1,4 +1,4 @@
-"""`tokenfleet`: catalog, predict, compare, validate, calibrate (and later simulate, plan, sweep)."""
+"""`tokenfleet`: catalog, predict, compare, validate, calibrate, simulate, plan, sweep."""
 
 from __future__ import annotations
 
@@ -10,10 +10,12 @@ from typing import Annotated, Any
 import typer
 from pydantic import ValidationError
 from rich.console import Console
+from rich.markup import escape
 
 from tokenfleet.catalog.chips import all_chips, get_chip
 from tokenfleet.catalog.models import all_models, get_model
 from tokenfleet.cli import tables
+from tokenfleet.cli.plan_cmd import plan_command, sweep_command
 from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
@@ -202,6 +204,10 @@ def simulate(
         console.print(tables.simulation_table(summaries))
 
 
+app.command("plan")(plan_command)
+app.command("sweep")(sweep_command)
+
+
 def run() -> None:
     """Console entry point: every user error becomes one line on stderr and exit code 2."""
     try:
@@ -222,7 +228,7 @@ def run() -> None:
 
 
 def _fail(message: str) -> None:
-    Console(stderr=True).print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    Console(stderr=True).print(f"[red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     sys.exit(2)
 
 

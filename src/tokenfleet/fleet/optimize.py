@@ -1,0 +1,145 @@
+"""The fleet MILP (scipy's HiGHS): integer replicas per candidate, continuous split of each class.
+
+    minimise    sum_d usd_per_hour_d * n_d
+    subject to  sum_d x_cd = rate_c                          every class is served
+                sum_c x_cd / cap_cd <= n_d                    capacity shares add on a deployment
+                sum_d chips_dk * n_d <= available_k           chips of kind k that can be had
+                sum_d usd_dv * n_d <= share * sum_d usd_d n_d  no vendor above its share of cost
+                n_d integer >= 0, x_cd >= 0 (only where cap_cd > 0)
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import Bounds, LinearConstraint, milp
+
+from tokenfleet.errors import TokenfleetError
+
+
+@dataclass(frozen=True)
+class Unit:
+    """What the MILP needs of a candidate: its cost, its chips by kind and its cost by vendor."""
+
+    key: str
+    usd_per_hour: float
+    chips_by_chip: dict[str, int]
+    usd_by_vendor: dict[str, float]
+
+
+@dataclass(frozen=True)
+class Problem:
+    units: list[Unit]
+    rates: dict[str, float]  # class -> req/s (classes with rate 0 are ignored)
+    caps: dict[tuple[str, str], float]  # (class, unit key) -> req/s per replica
+    chips_available: dict[str, int] = field(default_factory=dict)
+    max_share_per_vendor: float | None = None
+
+
+@dataclass(frozen=True)
+class Solution:
+    replicas: dict[str, int]  # unit key -> replicas (only > 0)
+    split: dict[tuple[str, str], float]  # (class, unit key) -> req/s (only > 0)
+    usd_per_hour: float
+
+
+def _pairs(p: Problem) -> list[tuple[str, str]]:
+    return [(c, u.key) for c in sorted(p.rates) if p.rates[c] > 0 for u in p.units if p.caps.get((c, u.key), 0.0) > 0]
+
+
+def _constraints(p: Problem, pairs: list[tuple[str, str]]) -> list[LinearConstraint]:
+    nu, nv = len(p.units), len(p.units) + len(pairs)
+    index = {u.key: i for i, u in enumerate(p.units)}
+    out = []
+    classes = [c for c in sorted(p.rates) if p.rates[c] > 0]
+    serve = np.zeros((len(classes), nv))
+    for j, (c, _) in enumerate(pairs):
+        serve[classes.index(c), nu + j] = 1.0
+    out.append(LinearConstraint(serve, [p.rates[c] for c in classes], [p.rates[c] for c in classes]))
+    cap = np.zeros((nu, nv))
+    for j, (c, k) in enumerate(pairs):
+        cap[index[k], nu + j] = 1.0 / p.caps[(c, k)]
+    cap[np.arange(nu), np.arange(nu)] = -1.0
+    out.append(LinearConstraint(cap, -np.inf, 0.0))
+    for chip, available in sorted(p.chips_available.items()):
+        row = np.zeros(nv)
+        row[:nu] = [u.chips_by_chip.get(chip, 0) for u in p.units]
+        out.append(LinearConstraint(row, -np.inf, float(available)))
+    if p.max_share_per_vendor is not None:
+        for vendor in sorted({v for u in p.units for v in u.usd_by_vendor}):
+            row = np.zeros(nv)
+            row[:nu] = [u.usd_by_vendor.get(vendor, 0.0) - p.max_share_per_vendor * u.usd_per_hour for u in p.units]
+            out.append(LinearConstraint(row, -np.inf, 0.0))
+    return out
+
+
+def _upper_replicas(p: Problem, u: Unit) -> float:
+    need = sum(p.rates[c] / p.caps[(c, u.key)] for c in p.rates if p.rates[c] > 0 and p.caps.get((c, u.key), 0.0) > 0)
+    return float(math.ceil(need - 1e-9) + 1)
+
+
+@contextmanager
+def _silent_stdout() -> Iterator[None]:
+    """HiGHS (inside scipy) prints solver chatter straight to file descriptor 1 in some builds,
+    which would corrupt `--json` output: point fd 1 at /dev/null while it runs."""
+    sys.stdout.flush()
+    try:
+        saved = os.dup(1)
+    except OSError:  # no real stdout (embedded interpreters): nothing to protect
+        yield
+        return
+    with open(os.devnull, "w") as null:
+        os.dup2(null.fileno(), 1)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 1)
+            os.close(saved)
+
+
+def _solve(p: Problem) -> Solution | None:
+    pairs = _pairs(p)
+    nu = len(p.units)
+    cost = np.concatenate([[u.usd_per_hour for u in p.units], np.zeros(len(pairs))])
+    upper = np.concatenate([[_upper_replicas(p, u) for u in p.units], [p.rates[c] for c, _ in pairs]])
+    integrality = np.concatenate([np.ones(nu), np.zeros(len(pairs))])
+    with _silent_stdout():
+        res = milp(cost, integrality=integrality, bounds=Bounds(np.zeros_like(upper), upper), constraints=_constraints(p, pairs),
+                   options={"time_limit": 60.0, "mip_rel_gap": 1e-6})
+    if res.x is None or res.status not in (0, 1):
+        return None
+    n = np.rint(res.x[:nu]).astype(int)
+    replicas = {u.key: int(n[i]) for i, u in enumerate(p.units) if n[i] > 0}
+    split = {pair: float(res.x[nu + j]) for j, pair in enumerate(pairs) if res.x[nu + j] > 1e-9}
+    return Solution(replicas, split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
+
+
+def solve(p: Problem) -> Solution:
+    """The cheapest fleet; infeasible problems raise one line saying which limit binds."""
+    served = {c for c, _ in _pairs(p)}
+    missing = [c for c in sorted(p.rates) if p.rates[c] > 0 and c not in served]
+    if missing:
+        raise TokenfleetError(f"class {missing[0]!r} cannot be served: no candidate deployment meets its SLOs")
+    if not any(r > 0 for r in p.rates.values()):
+        raise TokenfleetError("every class has rate 0: nothing to plan")
+    sol = _solve(p)
+    if sol is None:
+        raise TokenfleetError(_why_infeasible(p))
+    return sol
+
+
+def _why_infeasible(p: Problem) -> str:
+    """Relax one limit at a time to name the one that binds."""
+    for chip in sorted(p.chips_available):
+        relaxed = {k: v for k, v in p.chips_available.items() if k != chip}
+        if _solve(Problem(p.units, p.rates, p.caps, relaxed, p.max_share_per_vendor)) is not None:
+            return f"limits.chips_available.{chip} = {p.chips_available[chip]} binds: the traffic needs more {chip} chips (raise it or loosen the SLOs)"
+    if p.max_share_per_vendor is not None and _solve(Problem(p.units, p.rates, p.caps, p.chips_available, None)) is not None:
+        return f"limits.max_share_per_vendor = {p.max_share_per_vendor:g} binds: no fleet within it serves the traffic (raise it or add hardware of another vendor)"
+    return "limits.chips_available and max_share_per_vendor together leave too little hardware: raise them or add hardware"

@@ -1,0 +1,72 @@
+"""The MILP: never less capacity than demand, cost monotone in demand, limits that bind are named."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.fleet.optimize import Problem, Unit, solve
+
+
+def unit(key: str, usd: float, chip: str = "gpu-a", chips: int = 1, vendor: str = "A") -> Unit:
+    return Unit(key, usd, {chip: chips}, {vendor: usd})
+
+
+caps_strategy = st.lists(st.floats(0.5, 50), min_size=3, max_size=3)
+problems = st.tuples(
+    st.lists(st.floats(1, 100), min_size=3, max_size=3),  # $/hour of units u0..u2
+    st.tuples(caps_strategy, caps_strategy),  # capacity of each unit for classes a and b
+    st.tuples(st.floats(0, 80), st.floats(0.1, 80)),  # rates
+)
+
+
+def build(usd: list[float], caps: tuple[list[float], list[float]], rates: tuple[float, float]) -> Problem:
+    units = [unit(f"u{i}", u, chip=f"chip{i}", vendor=f"V{i}") for i, u in enumerate(usd)]
+    cap = {(c, f"u{i}"): caps[j][i] for j, c in enumerate("ab") for i in range(3)}
+    return Problem(units, {"a": rates[0], "b": rates[1]}, cap)
+
+
+@settings(max_examples=40, deadline=None)
+@given(problems)
+def test_the_fleet_always_covers_demand(args: tuple[list[float], tuple[list[float], list[float]], tuple[float, float]]) -> None:
+    p = build(*args)
+    sol = solve(p)
+    for c, rate in p.rates.items():
+        assert sum(x for (cc, _), x in sol.split.items() if cc == c) == pytest.approx(rate, rel=1e-6, abs=1e-9)
+    for u in p.units:
+        load = sum(x / p.caps[(c, k)] for (c, k), x in sol.split.items() if k == u.key)
+        assert load <= sol.replicas.get(u.key, 0) + 1e-6
+    assert sol.usd_per_hour == pytest.approx(sum(u.usd_per_hour * sol.replicas.get(u.key, 0) for u in p.units))
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems, st.floats(1.0, 3.0))
+def test_cost_is_monotone_in_demand(args: tuple[list[float], tuple[list[float], list[float]], tuple[float, float]], factor: float) -> None:
+    usd, caps, rates = args
+    low = solve(build(usd, caps, rates)).usd_per_hour
+    high = solve(build(usd, caps, (rates[0] * factor, rates[1] * factor))).usd_per_hour
+    assert high >= low - 1e-6
+
+
+def test_classes_share_a_deployment_when_that_is_cheaper() -> None:
+    """Half a replica of each class fits in one replica: sharing beats two replicas."""
+    p = Problem([unit("u", 10.0)], {"a": 5.0, "b": 5.0}, {("a", "u"): 10.0, ("b", "u"): 10.0})
+    assert solve(p).replicas == {"u": 1}
+
+
+def test_chips_available_and_vendor_share_are_respected_and_named_when_they_bind() -> None:
+    units = [unit("cheap", 1.0, chip="x", vendor="X"), unit("dear", 3.0, chip="y", vendor="Y")]
+    caps = {("a", "cheap"): 1.0, ("a", "dear"): 1.0}
+    sol = solve(Problem(units, {"a": 4.0}, caps, chips_available={"x": 3}))
+    assert sol.replicas == {"cheap": 3, "dear": 1}
+    with pytest.raises(TokenfleetError, match=r"limits.chips_available.x = 3 binds"):
+        solve(Problem(units, {"a": 4.0}, caps, chips_available={"x": 3, "y": 0}))
+    with pytest.raises(TokenfleetError, match=r"limits.max_share_per_vendor = 0.2 binds"):
+        solve(Problem(units, {"a": 4.0}, caps, max_share_per_vendor=0.2))
+
+
+def test_a_class_nothing_can_serve_is_named() -> None:
+    with pytest.raises(TokenfleetError, match="class 'b' cannot be served"):
+        solve(Problem([unit("u", 1.0)], {"a": 1.0, "b": 1.0}, {("a", "u"): 1.0}))

@@ -1,0 +1,82 @@
+"""The planner end to end on the tiny plan: cached reruns recompute nothing, verification rejects
+an under-provisioned fleet, and an unverifiable plan is an error, never a result."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from tests.fleet.conftest import runner, tiny_plan
+from tokenfleet.errors import TokenfleetError
+from tokenfleet.fleet.cache import Cache
+from tokenfleet.fleet.optimize import Solution
+from tokenfleet.fleet.plan_file import parse_plan
+from tokenfleet.fleet.planner import measure, plan_fleet, prepare, utilisation, verification_jobs
+from tokenfleet.fleet.report import build_result
+from tokenfleet.fleet.verify import misses
+
+
+def test_a_rerun_is_answered_from_the_cache(tmp_path: Path) -> None:
+    plan = parse_plan(tiny_plan())
+    with runner(tmp_path) as r:
+        first = build_result(plan_fleet(plan, r))
+    assert r.computed["capacity"] >= 2 and r.computed["verify"] >= 1
+    with runner(tmp_path) as r:
+        second = build_result(plan_fleet(plan, r))
+    assert r.computed == {}  # nothing simulated the second time
+    assert second["fleet"] == first["fleet"] and second["classes"] == first["classes"]
+    assert not list(tmp_path.rglob("*.tmp"))  # every write landed atomically
+
+
+def test_a_corrupt_entry_is_a_miss_not_a_crash(tmp_path: Path) -> None:
+    cache = Cache(tmp_path)
+    cache.put("capacity", "ab" * 32, {"rate_per_s": 1.0})
+    cache.path("capacity", "ab" * 32).write_text("{not json")
+    assert cache.get("capacity", "ab" * 32) is None
+
+
+def test_the_result_meets_every_target_and_adds_up(tmp_path: Path) -> None:
+    plan = parse_plan(tiny_plan())
+    with runner(tmp_path) as r:
+        result = build_result(plan_fleet(plan, r))
+    for c in result["classes"]:
+        assert c["met"] and all(row["good_fraction"] >= c["goodput_target"] for row in c["rows"])
+        assert sum(row["traffic_share"] for row in c["rows"]) == pytest.approx(1.0)
+    fleet = result["fleet"]
+    assert sum(f["cost_share"] for f in fleet["families"].values()) == pytest.approx(1.0)
+    assert fleet["families"]["gpu"]["chips"] == fleet["chips"] == sum(fleet["chips_by_chip"].values())
+    assert fleet["usd_per_hour"] == pytest.approx(sum(d["usd_per_hour"] for d in result["deployments"]))
+    json.dumps(result)  # JSON first
+
+
+def test_verification_rejects_an_under_provisioned_fleet(tmp_path: Path) -> None:
+    """One replica given three times its measured capacity of chat traffic misses its target."""
+    plan = parse_plan(tiny_plan(classes=[{**tiny_plan()["classes"][0], "share": 1.0}]))
+    ctx = prepare(plan)
+    with runner(tmp_path) as r:
+        capacity = measure(ctx, r)
+        (pair, res), = capacity.items()
+        caps = {pair: res["rate_per_s"]}
+        starved = Solution({pair[1]: 1}, {pair: 3 * res["rate_per_s"]}, 1.0)
+        jobs = verification_jobs(ctx, starved)
+        results = r.run(list(jobs.values()), "verify")
+    found = misses({k: results[j.key] for k, j in jobs.items()}, utilisation(starved, caps), plan.options.verify)
+    assert [m.cls for m in found] == ["chat"]
+    assert "overloaded" in found[0].attainment.why() or found[0].attainment.good_fraction < 0.9
+
+
+def test_a_plan_that_never_verifies_is_an_error_not_a_result(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Capacities inflated 10x: every round's fleet is overloaded; after max_rounds, one line."""
+    from tokenfleet.fleet import planner
+
+    real = planner.measure
+
+    def inflated(ctx, r):  # type: ignore[no-untyped-def]
+        return {pair: {**res, "rate_per_s": 10 * res["rate_per_s"]} for pair, res in real(ctx, r).items()}
+
+    monkeypatch.setattr(planner, "measure", inflated)
+    plan = parse_plan(tiny_plan(options={"verify": {"max_rounds": 1}}))
+    with runner(tmp_path) as r, pytest.raises(TokenfleetError, match=r"no fleet passed verification in 1 rounds: class \w+ on h100-sxm"):
+        plan_fleet(plan, r)
