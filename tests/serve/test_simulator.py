@@ -15,6 +15,7 @@ from tests.conftest import deployment
 from tokenfleet.catalog import get_chip, get_model
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf import Workload, predict_static
+from tokenfleet.perf.step import STATIC_POWER_FRACTION
 from tokenfleet.serve import SchedulerConfig, SpecDecode, simulate
 from tokenfleet.workload import Trace, load_trace, synthetic
 
@@ -52,6 +53,38 @@ def test_kv_cache_never_exceeds_capacity_and_preemption_recovers() -> None:
     summary, _ = run(trace_of([0.0] * 12, [2000] * 12, [400] * 12), kv_blocks=3 * 2200 // 16)
     assert summary["completed"] == 12 and summary["preemptions"] > 0
     assert 0.9 < summary["peak_kv_occupancy"] <= 1.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(reqs=requests, blocks=st.integers(190, 400), budget=st.sampled_from([256, 512]))
+def test_pipeline_micro_batches_sharing_a_tight_cache_all_finish(reqs: list[tuple[float, int, int]], blocks: int, budget: int) -> None:
+    """Four micro-batch engines share one small KV cache: a lone prompt that cannot grow while
+    its siblings hold the cache yields it instead of preempting and re-admitting itself forever."""
+    reqs.sort()
+    trace = trace_of(*map(list, zip(*reqs, strict=True)))  # type: ignore[arg-type]
+    cfg = SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=16)
+    res = simulate(MODEL, CHIP, deployment(chips=4, pp=4), trace, cfg, kv_blocks=blocks)
+    assert res.summary["completed"] == len(reqs)
+    assert res.summary["peak_kv_occupancy"] <= 1.0
+
+
+def test_a_request_with_resident_kv_only_decodes() -> None:
+    """Moved from a prefill pool: no prompt to compute, and the same decode steps as at home."""
+    home, _ = run(trace_of([0.0], [3000], [200]))
+    res = simulate(MODEL, CHIP, deployment(), trace_of([0.0], [3000], [200]), kv_resident=np.array([True]))
+    assert res.summary["mean_ttft_ms"] == 0.0
+    assert res.summary["mean_e2el_ms"] == pytest.approx(home["mean_e2el_ms"] - home["mean_ttft_ms"], rel=0.01)
+    with pytest.raises(TokenfleetError, match="output_tokens >= 2"):
+        simulate(MODEL, CHIP, deployment(), trace_of([0.0], [3000], [1]), kv_resident=np.array([True]))
+
+
+@pytest.mark.parametrize("pp", [1, 4])
+def test_energy_lies_between_idle_and_full_power_over_the_run(pp: int) -> None:
+    """Micro-batch engines of a pipeline share its power: never more than chips x TDP x time."""
+    dep = deployment(chips=4, pp=pp)
+    s = simulate(MODEL, CHIP, dep, synthetic(400, 20.0, load_trace("azure-conv"), seed=1)).summary
+    full_j = dep.chips * CHIP.tdp_w * s["duration_s"]
+    assert full_j * STATIC_POWER_FRACTION <= s["energy_j"] <= full_j
 
 
 def test_same_seed_gives_byte_identical_json() -> None:

@@ -38,7 +38,6 @@ from tokenfleet.fleet.traffic import (
     traffic_identity,
 )
 from tokenfleet.perf.efficiency import calibration_for
-from tokenfleet.perf.step import STATIC_POWER_FRACTION
 from tokenfleet.serve.simulate import simulate
 
 SUMMARY_KEYS = ("completed", "request_throughput", "output_throughput", "utilisation", "joules_per_token",
@@ -112,25 +111,8 @@ def run_streams(candidate: Candidate, streams: list[Stream], replicas: int, seed
         summary = simulate(get_model(candidate.model), get_chip(stage.chip_id), stage.deployment, trace, candidate.scheduler,
                            replicas=replicas * stage.replicas, router=router, requests_out=buf).summary
         records = read_records(buf)
-        summary["joules_per_token"] = capped_joules_per_token(summary, stage.chips * replicas, get_chip(stage.chip_id).tdp_w)
     judged = [attainment(records.subset(label[records.ids] == i), dict(s.slo), s.goodput_target) for i, s in enumerate(streams)]
     return judged, {k: summary.get(k) for k in SUMMARY_KEYS}
-
-
-def energy_cap_j(chips: int, tdp_w: float, utilisation: float, duration_s: float) -> float:
-    """Most energy `chips` can draw in `duration_s` when busy `utilisation` of the time (TDP x
-    (static share + the rest x busy share), the cost model's power rule)."""
-    busy = min(max(utilisation, 0.0), 1.0)
-    return chips * tdp_w * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy) * duration_s
-
-
-def capped_joules_per_token(summary: dict[str, Any], chips: int, tdp_w: float) -> float:
-    """The simulator's J/token, but never above what the chips can draw: the simulator charges a
-    pipelined replica's whole power to each of its `pp` micro-batch engines, so for PP > 1 its
-    figure exceeds chips x TDP x time (reported to the serve layer; remove once fixed there)."""
-    tokens = max(float(summary.get("total_output_tokens") or 0.0), 1.0)
-    cap = energy_cap_j(chips, tdp_w, float(summary.get("utilisation") or 1.0), float(summary.get("duration_s") or 0.0)) / tokens
-    return min(float(summary["joules_per_token"]), cap)
 
 
 # --- the search ------------------------------------------------------------------------------------

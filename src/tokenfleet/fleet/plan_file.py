@@ -279,7 +279,7 @@ class Options(BaseModel):
     model_config = FROZEN
     requests_per_search: int = Field(default=1000, ge=50, le=1_000_000, description="simulated requests per capacity probe (at least 10 / (1 - goodput_target) are used)")
     seed: int = Field(default=0, ge=0, description="seed of every random draw")
-    probe_timeout_s: float | None = Field(default=10.0, gt=0, le=86400, description="wall seconds one capacity probe may run before it counts as failed (overload); null: no limit")
+    probe_timeout_s: float | None = Field(default=None, gt=0, le=86400, description="wall seconds one capacity probe may run before it counts as failed (a guard for huge probes; it makes results depend on machine speed); null: no limit")
     capacity_tolerance: float = Field(default=0.05, ge=0.005, le=0.5, description="bisection stops when hi/lo <= 1 + this")
     candidates_per_chip: int = Field(default=2, ge=1, le=64, description="deployments per (class, chip, model) simulated: the fastest per user and the cheapest per request by the static cost model")
     schedulers: list[SchedulerConfig] = Field(default_factory=lambda: [SchedulerConfig()], min_length=1, description="scheduler settings tried on each deployment: {max_num_batched_tokens, max_num_seqs, ...}")

@@ -23,6 +23,7 @@ from tokenfleet.perf.step import (
     StepModel,
     StepTime,
     batch_shape,
+    idle_power_w,
     model_window,
 )
 
@@ -118,6 +119,7 @@ def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Work
     tpot = decode_s / (work.output_tokens - 1) if work.output_tokens > 1 else 0.0
     out_tokens = work.batch * work.output_tokens
     energy = float(prefill.energy_j) + (float(np.sum(decode.energy_j)) if decode is not None else 0.0)
+    energy += idle_power_w(chip, dep) * e2e * (dep.pp - 1) / dep.pp  # one batch: the other micro-batch slots sit idle
     band = float(np.exp(calibration_for(chip).band_log))
     return Prediction(
         model=model.name,

@@ -24,7 +24,14 @@ Num = Any  # a float or a numpy array of floats
 
 #: Share of TDP a chip draws while idle; busy time adds the rest linearly (an estimate; measured
 #: H100 idle is 10-15% of TDP, but a serving replica between kernels sits far above idle).
+#: A step is charged 1/pp of the replica's idle power (the other micro-batches in flight pay
+#: the rest) and the dynamic power of the chips only while they do its roofline work.
 STATIC_POWER_FRACTION = 0.5
+
+
+def idle_power_w(chip: ChipSpec, dep: Deployment) -> float:
+    """What a replica draws with nothing to compute (see STATIC_POWER_FRACTION)."""
+    return dep.chips * chip.tdp_w * STATIC_POWER_FRACTION
 
 
 @dataclass(frozen=True)
@@ -101,7 +108,7 @@ class StepTime:
     overhead_s: Num
     flops: Num
     bytes: Num
-    energy_j: Num
+    energy_j: Num  # one micro-batch's share: 1/pp of the replica's idle power over the step + its work's dynamic energy
 
     @property
     def memory_s(self) -> Num:
@@ -226,8 +233,7 @@ class StepModel:
         stage = roof + comm0 + comm1 * new_tokens + fixed
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
         latency = d.pp * stage + (d.pp - 1) * hop + self.eff.step_overhead_s
-        busy = roof / stage if stage > 1e-30 else roof / 1e-30
-        return latency, watts * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy) * latency
+        return latency, watts * (STATIC_POWER_FRACTION / d.pp * latency + (1 - STATIC_POWER_FRACTION) * roof)
 
     def latency_energy(self, num_seqs: float, new_tokens: float, kv_tokens: np.ndarray, kv_tokens_window: np.ndarray,
                        attn_pairs: np.ndarray, attn_pairs_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -241,8 +247,7 @@ class StepModel:
         stage = roof + (comm0 + comm1 * new_tokens + fixed)
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
         latency = d.pp * stage + ((d.pp - 1) * hop + self.eff.step_overhead_s)
-        busy = roof / np.maximum(stage, 1e-30)
-        return latency, watts * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy) * latency
+        return latency, watts * (STATIC_POWER_FRACTION / d.pp * latency + (1 - STATIC_POWER_FRACTION) * roof)
 
     def step(self, b: BatchShape) -> StepTime:
         """Cost one step; with arrays in `b`, cost many at once."""
@@ -260,8 +265,7 @@ class StepModel:
         hop = self.hop_s(b) if d.pp > 1 else 0.0 * stage
         latency = d.pp * stage + (d.pp - 1) * hop + e.step_overhead_s
         interval = stage + hop + e.step_overhead_s / d.pp
-        busy = roof / np.maximum(stage, 1e-30)
-        power_w = d.chips * self.chip.tdp_w * (STATIC_POWER_FRACTION + (1 - STATIC_POWER_FRACTION) * busy)
+        watts = d.chips * self.chip.tdp_w
         return StepTime(
             latency_s=latency,
             interval_s=interval,
@@ -272,5 +276,5 @@ class StepModel:
             overhead_s=fixed * d.pp + e.step_overhead_s,
             flops=flops,
             bytes=w_bytes + kv,
-            energy_j=power_w * latency,
+            energy_j=watts * (STATIC_POWER_FRACTION / d.pp * latency + (1 - STATIC_POWER_FRACTION) * roof),
         )

@@ -23,5 +23,11 @@ class Request:
         self.prefix_hit_tokens = 0
         self.since_step = 0  # engine step at which `computed`/`generated` were last written
         self.ticket = -1  # identifies this request's live entry in the decode heaps (-1: not decoding)
-        self.admitted = -1  # admission order, for newest-first preemption
+        self.admitted = -1  # admission order, for newest-first preemption (-1: not admitted now)
         self.in_window = False  # decoding with a context still shorter than the attention window
+
+    def with_resident_kv(self) -> Request:
+        """This request arrives with its prompt's KV cache and first token already made (by a
+        disaggregated prefill pool): it joins the decoders without computing its prompt."""
+        self.computed, self.generated, self.first_token_s = self.prompt, 1.0, self.arrival_s
+        return self

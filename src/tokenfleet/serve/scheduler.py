@@ -69,7 +69,8 @@ class Scheduler:
         self.in_window, self.in_window_ctx = 0, 0.0  # decoders shorter than the window, their context
         self.finish_heap: list[tuple[int, int, Request]] = []  # (step it finishes, ticket, request)
         self.window_heap: list[tuple[int, int, Request]] = []  # (step it reaches the window, ...)
-        self.steps = 0
+        self.steps = 0  # decode steps taken (the decoders' clock; prefill-only steps leave it)
+        self._preempted_this_step = False
         self._tickets, self._admissions = itertools.count(), itertools.count()
         self.prefix: OrderedDict[int, None] = OrderedDict()  # resident prefix blocks, LRU order
         self.prefix_capacity = int(pool.capacity_tokens // cfg.prefix_block_tokens)
@@ -88,20 +89,30 @@ class Scheduler:
 
     # --- scheduling --------------------------------------------------------------------
     def schedule(self) -> StepPlan:
-        """One step: every decoder advances, then prompt chunks fill the rest of the budget."""
+        """One step: every decoder advances, then prompt chunks fill the rest of the budget.
+        A step that preempted admits nothing new (as vLLM does): the freed cache goes to the
+        requests still running here or, in a pipeline, to the sibling micro-batches."""
+        self._preempted_this_step = False
+        self._admit_resident()
         while self.decoding and self.pool.free_tokens < len(self.decoding) * self.e:
             self._preempt(self._newest())
-        self._grow_decoders(1)
+        if self.decoding:
+            self._grow_decoders(1)
         budget = self.cfg.max_num_batched_tokens - len(self.decoding) * self.t
         chunks: list[tuple[Request, int]] = []
         for req in list(self.prefilling):
-            chunk = int(min(req.target - req.computed, budget))
-            if chunk <= 0 or not self._room_for(req, chunk):
+            if req.admitted < 0:  # preempted above to make room for an older request
                 continue
+            chunk = int(min(req.target - req.computed, budget))
+            if chunk <= 0:
+                continue
+            if not self._room_for(req, chunk):
+                break  # it went itself, after everything newer
             self.pool.take(chunk)
             chunks.append((req, chunk))
             budget -= chunk
-        self._admit(chunks, budget)
+        if not self._preempted_this_step:
+            self._admit(chunks, budget)
         return StepPlan(chunks, len(self.decoding))
 
     def _grow_decoders(self, steps: int) -> None:
@@ -120,10 +131,25 @@ class Scheduler:
                 return False
         return True
 
+    def _admit_resident(self) -> None:
+        """Queue heads whose prompt KV is already here (moved from a prefill pool) join the
+        decoders and decode in this very step, if a seat and their cache fit."""
+        while self.waiting and self.seats() < self.cfg.max_num_seqs and self._resident_fits(self.waiting[0]):
+            req = self.waiting.popleft()
+            self.pool.take(req.computed + self.pool.block_size)
+            req.admitted = next(self._admissions)
+            self._start_decoding(req)
+
+    def _resident_fits(self, req: Request) -> bool:
+        growth = (len(self.decoding) + 1) * self.e
+        return req.computed >= req.target and self.pool.free_tokens >= req.computed + self.pool.block_size + growth
+
     def _admit(self, chunks: list[tuple[Request, int]], budget: int) -> None:
         slack = self.pool.block_size
         while self.waiting and budget > 0 and self.seats() < self.cfg.max_num_seqs:
             req = self.waiting[0]
+            if req.computed >= req.target:
+                break  # KV resident: joins the decoders at the start of the next step
             if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
                 req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
             chunk = int(min(req.target - req.computed, budget))
@@ -143,6 +169,8 @@ class Scheduler:
         if not self.waiting or self.seats() >= self.cfg.max_num_seqs:
             return False
         head, n = self.waiting[0], len(self.decoding)
+        if head.computed >= head.target:
+            return self._resident_fits(head)
         chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t)
         return chunk > 0 and self.pool.free_tokens - n * self.e >= head.computed + chunk + self.pool.block_size
 
@@ -234,7 +262,9 @@ class Scheduler:
         else:
             self.prefilling.remove(victim)
         self.pool.give(victim.computed + self.pool.block_size, 0.0)
+        self._preempted_this_step = True
         victim.preemptions += 1
+        victim.admitted = -1
         victim.target = victim.prompt + int(victim.generated)
         victim.computed = 0
         self.waiting.appendleft(victim)

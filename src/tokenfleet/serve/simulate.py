@@ -8,13 +8,16 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import numpy as np
+
 from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.catalog.pricing import chip_hour_usd
+from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.efficiency import calibration_for
 from tokenfleet.perf.memory import require_fit
-from tokenfleet.perf.step import STATIC_POWER_FRACTION, Efficiency, StepModel
+from tokenfleet.perf.step import Efficiency, StepModel, idle_power_w
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import Metrics
 from tokenfleet.serve.replica import Replica, raise_too_long
@@ -45,10 +48,14 @@ def simulate(
     model: ModelSpec, chip: ChipSpec, dep: Deployment, trace: Trace, cfg: SchedulerConfig | None = None,
     replicas: int = 1, router: str = "round-robin", slo: dict[str, str] | None = None,
     requests_out: IO[str] | None = None, progress: Callable[[int, int], None] | None = None,
-    eff: Efficiency | None = None, kv_blocks: int | None = None,
+    eff: Efficiency | None = None, kv_blocks: int | None = None, kv_resident: np.ndarray | None = None,
 ) -> SimulationResult:
-    """Every request of `trace` served; returns the `vllm bench serve`-style summary."""
+    """Every request of `trace` served; returns the `vllm bench serve`-style summary.
+    `kv_resident` marks requests that arrive with their prompt's KV cache and first token (a
+    disaggregated decode pool's input): they only decode, so each needs 2+ output tokens."""
     cfg = cfg or SchedulerConfig()
+    if kv_resident is not None and bool(np.any(kv_resident & (trace.output_tokens < 2))):
+        raise TokenfleetError("a request with resident KV must have output_tokens >= 2 (its first token was made where its prompt was)")
     route = get_router(router)
     metrics = Metrics(slo, requests_out)
     engines = build_engines(model, chip, dep, cfg, replicas, metrics, eff, kv_blocks)
@@ -58,6 +65,8 @@ def simulate(
         for e in engines:
             e.run_until(t)
         req = Request(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), blocks[i] if blocks else ())
+        if kv_resident is not None and kv_resident[i]:
+            req.with_resident_kv()
         engines[route(req, engines, i)].add(req)
         if progress is not None and i % 1024 == 0:
             progress(i, len(trace))
@@ -66,15 +75,17 @@ def simulate(
 
 
 def _drain(engines: list[Replica]) -> None:
-    """Run every engine to completion; pipeline siblings stalled on a shared KV cache take turns."""
+    """Run every engine to completion; pipeline siblings stalled on a shared KV cache take turns.
+    An engine stalls only after preempting all it held, so a round in which no clock moves
+    means a waiting request does not fit even the empty cache."""
     while True:
-        before = [e.sched.steps for e in engines]
+        before = [e.clock for e in engines]
         for e in engines:
             e.run_until(math.inf)
         stalled = [e for e in engines if e.sched.busy]
         if not stalled:
             return
-        if before == [e.sched.steps for e in engines]:  # no engine moved: nothing will ever fit
+        if before == [e.clock for e in engines]:  # no engine moved: nothing will ever fit
             raise_too_long(stalled[0].sched.waiting[0], stalled[0].pool.capacity_tokens)
 
 
@@ -82,7 +93,7 @@ def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Depl
     s = metrics.summary()
     duration, chips = s["duration_s"], dep.chips * replicas
     busy = sum(e.busy_s for e in engines)
-    idle_j = max(duration * len(engines) - busy, 0.0) * chips / len(engines) * chip.tdp_w * STATIC_POWER_FRACTION
+    idle_j = max(duration * len(engines) - busy, 0.0) * idle_power_w(chip, dep) / dep.pp  # engines' idle time, each 1/pp of a replica
     out_tokens = max(s["total_output_tokens"], 1)
     lookups = sum(e.sched.prefix_lookups for e in engines)
     s.update({
@@ -96,6 +107,7 @@ def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Depl
         "peak_kv_occupancy": max(e.pool.peak_tokens / e.pool.capacity_tokens for e in engines),
         "prefix_hit_rate": sum(e.sched.prefix_hits for e in engines) / lookups if lookups else 0.0,
         "usd_per_mtok": chip_hour_usd(chip) * chips * duration / 3600 / out_tokens * 1e6,
+        "energy_j": sum(e.energy_j for e in engines) + idle_j,
         "joules_per_token": (sum(e.energy_j for e in engines) + idle_j) / out_tokens,
     })
     return s
