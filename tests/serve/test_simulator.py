@@ -56,7 +56,19 @@ def test_kv_cache_never_exceeds_capacity_and_preemption_recovers() -> None:
 
 
 @settings(max_examples=20, deadline=None)
-@given(reqs=requests, blocks=st.integers(190, 400), budget=st.sampled_from([256, 512]))
+@given(reqs=requests, blocks=st.integers(210, 400), pp=st.sampled_from([1, 2]))
+def test_reserving_the_whole_output_at_admission_never_preempts(reqs: list[tuple[float, int, int]], blocks: int, pp: int) -> None:
+    """TensorRT-LLM's GUARANTEED_NO_EVICT: a tight cache admits fewer requests but evicts none."""
+    reqs.sort()
+    trace = trace_of(*map(list, zip(*reqs, strict=True)))  # type: ignore[arg-type]
+    cfg = SchedulerConfig(max_num_batched_tokens=512, max_num_seqs=16, reserve_output_kv=True)
+    s = simulate(MODEL, CHIP, deployment(chips=pp, pp=pp), trace, cfg, kv_blocks=blocks).summary
+    assert s["completed"] == len(reqs) and s["preemptions"] == 0
+    assert s["peak_kv_occupancy"] <= 1.0
+
+
+@settings(max_examples=20, deadline=None)
+@given(reqs=requests, blocks=st.integers(210, 400), budget=st.sampled_from([256, 512]))
 def test_pipeline_micro_batches_sharing_a_tight_cache_all_finish(reqs: list[tuple[float, int, int]], blocks: int, budget: int) -> None:
     """Four micro-batch engines share one small KV cache: a lone prompt that cannot grow while
     its siblings hold the cache yields it instead of preempting and re-admitting itself forever."""

@@ -35,3 +35,42 @@ def test_a_saturated_run_is_limited_by_the_engine_not_the_arrivals() -> None:
     assert sc.requests == 4000 and sc.cfg.max_num_seqs == 512 and note_value("target_qps=73.5;", "target_qps") == 73.5
     case = next(c for c in read_cases(builtin_cases_path()) if c.id == "GT094")
     assert predict_case(case).predicted == pytest.approx(case.value, rel=0.5)
+
+
+def test_mlperf_rows_replay_the_estimated_dataset_mean_and_say_so() -> None:
+    from tokenfleet.validation.cases import estimated_prompt_tokens, workload_for
+
+    case = next(c for c in read_cases(builtin_cases_path()) if c.id == "GT049")  # 8 x B200, llama2-70b Offline
+    assert not case.input_tokens and estimated_prompt_tokens(case) == 215 == workload_for(case).input_tokens
+    outcome = predict_case(case)
+    assert outcome.predicted is not None and "estimated dataset mean" in outcome.reason
+    non_mlperf = next(c for c in read_cases(builtin_cases_path()) if c.input_tokens and c.scenario == "throughput")
+    assert estimated_prompt_tokens(non_mlperf) is None
+
+
+def test_an_unpublished_layout_may_run_data_parallel_and_a_published_one_is_kept() -> None:
+    from tokenfleet.validation.cases import PreparedCase, prepare_case, served_layouts
+
+    cases = {c.id: c for c in read_cases(builtin_cases_path())}
+    p = prepare_case(cases["GT049"])  # 8 chips, layout not published
+    assert isinstance(p, PreparedCase)
+    layouts = served_layouts(p.case, p.model, p.chip, p.work, p.deployment)
+    assert {(lay.deployment.chips, lay.replicas) for lay in layouts} == {(1, 8), (2, 4), (4, 2), (8, 1)}
+    assert all(lay.chips == 8 for lay in layouts)
+    q = prepare_case(cases["GT157"])  # "one instance on 8 GPUs"
+    assert isinstance(q, PreparedCase)
+    assert [lay.replicas for lay in served_layouts(q.case, q.model, q.chip, q.work, q.deployment)] == [1]
+
+
+def test_data_parallel_replicas_add_up_their_throughput() -> None:
+    """Eight single-chip replicas behind the router serve about eight times one replica."""
+    from tokenfleet.catalog import get_chip, get_model
+    from tokenfleet.perf import Deployment
+    from tokenfleet.validation.served import Layout, run_served, served_case
+
+    model, chip = get_model("llama-3.1-8b"), get_chip("h100-sxm")
+    sc = served_case("num_requests=1000", "throughput", 500, 200)
+    one = Deployment(chips=1, tp=1, pp=1, weight_precision="fp8", kv_precision="fp8")
+    single = run_served(model, chip, Layout(one), sc, None, "throughput")["output_throughput"]
+    eight = run_served(model, chip, Layout(one, 8), sc, None, "throughput")["output_throughput"]
+    assert eight == pytest.approx(8 * single, rel=0.05)

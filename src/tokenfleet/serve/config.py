@@ -30,6 +30,10 @@ class SchedulerConfig(BaseModel):
     block_size: int = Field(default=16, ge=1, description="tokens per paged KV block")
     enable_prefix_caching: bool = Field(default=True, description="reuse resident prompt blocks (needs prefix ids in the trace)")
     prefix_block_tokens: int = Field(default=512, ge=1, description="tokens per prefix-hash block in the trace (Mooncake: 512)")
+    reserve_output_kv: bool = Field(default=False, description=(
+        "admit a request only if the cache holds its prompt and its whole output, reserved at once "
+        "(TensorRT-LLM's default GUARANTEED_NO_EVICT: nothing is preempted, fewer run); "
+        "false: blocks as tokens come, newest preempted when full (vLLM)"))
     spec: SpecDecode = Field(default_factory=SpecDecode, description="speculative decoding")
 
     @model_validator(mode="after")

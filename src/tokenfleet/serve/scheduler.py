@@ -40,18 +40,32 @@ class KvPool:
     def __init__(self, capacity_tokens: float, block_size: int):
         self.capacity_tokens, self.block_size = float(capacity_tokens), block_size
         self.used_tokens = self.peak_tokens = 0.0
+        self.reserved_tokens = 0.0  # promised to admitted requests' future tokens (reserve_output_kv)
         self.last_release_s = 0.0
 
     @property
     def free_tokens(self) -> float:
         return self.capacity_tokens - self.used_tokens
 
-    def take(self, tokens: float) -> None:
+    @property
+    def unpromised_tokens(self) -> float:
+        """What a new admission may claim: free and not promised to a running request."""
+        return self.capacity_tokens - self.used_tokens - self.reserved_tokens
+
+    def take(self, tokens: float, promise: float = 0.0) -> None:
+        """Admit: `tokens` now and `promise` more for the request's later tokens."""
         self.used_tokens += tokens
+        self.reserved_tokens += promise
         self.peak_tokens = max(self.peak_tokens, self.used_tokens)
 
-    def give(self, tokens: float, now_s: float) -> None:
+    def grow(self, tokens: float) -> None:
+        """Running requests' new tokens, drawn from their promise where they have one."""
+        self.take(tokens)
+        self.reserved_tokens = max(self.reserved_tokens - tokens, 0.0)
+
+    def give(self, tokens: float, now_s: float, unpromise: float = 0.0) -> None:
         self.used_tokens -= tokens
+        self.reserved_tokens = max(self.reserved_tokens - unpromise, 0.0)
         self.last_release_s = max(self.last_release_s, now_s)
 
 
@@ -60,6 +74,7 @@ class Scheduler:
 
     def __init__(self, cfg: SchedulerConfig, pool: KvPool, window_tokens: float = math.inf):
         self.cfg, self.pool, self.window = cfg, pool, window_tokens
+        self.reserve = cfg.reserve_output_kv
         self.e = cfg.spec.tokens_per_step  # tokens accepted per decode step (1 without speculation)
         self.t = cfg.spec.draft_tokens + 1  # tokens verified per decode step
         self.waiting: deque[Request] = deque()
@@ -108,7 +123,7 @@ class Scheduler:
                 continue
             if not self._room_for(req, chunk):
                 break  # it went itself, after everything newer
-            self.pool.take(chunk)
+            self.pool.grow(chunk)
             chunks.append((req, chunk))
             budget -= chunk
         if not self._preempted_this_step:
@@ -120,7 +135,7 @@ class Scheduler:
         self.steps += steps
         self.ctx_sum += len(self.decoding) * grow
         self.in_window_ctx += self.in_window * grow
-        self.pool.take(len(self.decoding) * grow)
+        self.pool.grow(len(self.decoding) * grow)
 
     def _room_for(self, req: Request, tokens: float) -> bool:
         """Preempt newer requests until `tokens` fit; False if `req` itself had to go."""
@@ -136,13 +151,21 @@ class Scheduler:
         decoders and decode in this very step, if a seat and their cache fit."""
         while self.waiting and self.seats() < self.cfg.max_num_seqs and self._resident_fits(self.waiting[0]):
             req = self.waiting.popleft()
-            self.pool.take(req.computed + self.pool.block_size)
+            self.pool.take(req.computed + self.pool.block_size, self._promise(req, req.computed))
             req.admitted = next(self._admissions)
             self._start_decoding(req)
 
     def _resident_fits(self, req: Request) -> bool:
-        growth = (len(self.decoding) + 1) * self.e
-        return req.computed >= req.target and self.pool.free_tokens >= req.computed + self.pool.block_size + growth
+        growth = 0.0 if self.reserve else (len(self.decoding) + 1) * self.e
+        need = req.computed + self.pool.block_size + self._promise(req, req.computed)
+        return req.computed >= req.target and self.pool.unpromised_tokens >= need + growth
+
+    def _promise(self, req: Request, held: float) -> float:
+        """Tokens to reserve now for `req`'s later ones (with reserve_output_kv), when it holds `held`."""
+        return max(req.prompt + req.output - held, 0.0) if self.reserve else 0.0
+
+    def _release(self, req: Request, now_s: float) -> None:
+        self.pool.give(req.computed + self.pool.block_size, now_s, self._promise(req, req.computed))
 
     def _admit(self, chunks: list[tuple[Request, int]], budget: int) -> None:
         slack = self.pool.block_size
@@ -153,10 +176,11 @@ class Scheduler:
             if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
                 req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
             chunk = int(min(req.target - req.computed, budget))
-            if self.pool.free_tokens < req.computed + chunk + slack:
+            promise = self._promise(req, req.computed + chunk)
+            if self.pool.unpromised_tokens < req.computed + chunk + slack + promise:
                 break
             self.waiting.popleft()
-            self.pool.take(req.computed + chunk + slack)
+            self.pool.take(req.computed + chunk + slack, promise)
             req.admitted = next(self._admissions)
             self.prefilling.append(req)
             chunks.append((req, chunk))
@@ -172,7 +196,9 @@ class Scheduler:
         if head.computed >= head.target:
             return self._resident_fits(head)
         chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t)
-        return chunk > 0 and self.pool.free_tokens - n * self.e >= head.computed + chunk + self.pool.block_size
+        growth = 0.0 if self.reserve else n * self.e
+        need = head.computed + chunk + self.pool.block_size + self._promise(head, head.computed + chunk)
+        return chunk > 0 and self.pool.unpromised_tokens - growth >= need
 
     # --- after a step --------------------------------------------------------------------
     def advance(self, plan: StepPlan, now_s: float) -> list[Request]:
@@ -189,7 +215,7 @@ class Scheduler:
                 self.remember_prefix(req)
             if req.generated >= req.output:
                 done.append(req)
-                self.pool.give(req.computed + self.pool.block_size, now_s)
+                self._release(req, now_s)
             else:
                 self._start_decoding(req)
         return done + self.pop_finished(now_s)
@@ -205,7 +231,7 @@ class Scheduler:
             _, ticket, req = heapq.heappop(self.finish_heap)
             if req.ticket == ticket:
                 self._stop_decoding(req)
-                self.pool.give(req.computed + self.pool.block_size, now_s)
+                self._release(req, now_s)
                 done.append(req)
         return done
 
@@ -261,7 +287,7 @@ class Scheduler:
             self._stop_decoding(victim)
         else:
             self.prefilling.remove(victim)
-        self.pool.give(victim.computed + self.pool.block_size, 0.0)
+        self._release(victim, 0.0)
         self._preempted_this_step = True
         victim.preemptions += 1
         victim.admitted = -1

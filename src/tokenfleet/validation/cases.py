@@ -4,6 +4,7 @@ is predicted. Rows that cannot be predicted say why instead of getting a number.
 from __future__ import annotations
 
 import csv
+import functools
 import math
 import re
 from collections.abc import Callable
@@ -11,14 +12,24 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
+import yaml
+
 from tokenfleet.catalog.chips import ChipSpec, get_chip
 from tokenfleet.catalog.models import ModelSpec, get_model
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.memory import plan_memory
+from tokenfleet.perf.precision import bytes_per_elem
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
-from tokenfleet.validation.served import SERVED_METRICS, run_served, served_case
+from tokenfleet.validation.served import (
+    SERVED_METRICS,
+    Layout,
+    best_layout,
+    run_served,
+    served_case,
+)
 
 REQUIRED_COLUMNS = (
     "id", "model", "hardware", "num_chips", "tp", "pp", "ep", "precision", "scenario", "batch",
@@ -62,6 +73,7 @@ class Case:
     trust: str
     source: str
     notes: str = ""
+    software: str = ""  # optional column: the serving stack, e.g. "TensorRT-LLM 0.14.0"
 
     @property
     def counted(self) -> bool:
@@ -119,11 +131,46 @@ def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload)
     return layout(chip, chips, ep=ep, **precisions)
 
 
+@functools.cache
+def _mlperf_prompt_means() -> dict[str, int]:
+    text = resources.files("tokenfleet.validation").joinpath("data/dataset_lengths.yaml").read_text()
+    return {hf_id: int(entry["mean_input_tokens"]) for hf_id, entry in yaml.safe_load(text)["mlperf"].items()}
+
+
+def estimated_prompt_tokens(case: Case) -> int | None:
+    """An MLPerf row that leaves its prompt length out: our estimate of the dataset's mean
+    (`data/dataset_lengths.yaml` says how it was worked out); None for any other row."""
+    if case.input_tokens or "MLPerf" not in case.source:
+        return None
+    return _mlperf_prompt_means().get(case.model)
+
+
+def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload, dep: Deployment) -> list[Layout]:
+    """A served row on N chips that does not publish its layout may run data parallel: every
+    power-of-two replica size (in the same TP/PP layout rule) whose replica holds the model and
+    one request's KV, with N / size replicas. MLPerf submissions, for example, run one model
+    instance per GPU or per pair of GPUs where it fits."""
+    if case.tp or case.num_chips in ("", "auto") or "one instance" in case.notes:
+        return [Layout(dep)]
+    kv_bytes = model.kv_bytes(work.input_tokens + work.output_tokens, bytes_per_elem(dep.kv_precision))
+    precisions = {"weight_precision": dep.weight_precision, "kv_precision": dep.kv_precision}
+    out = []
+    for size in (2**i for i in range(13)):
+        if size > dep.chips:
+            break
+        if dep.chips % size:
+            continue
+        replica = dep if size == dep.chips else layout(chip, size, ep=_int(case.ep, 1), **precisions)
+        if plan_memory(model, chip, replica, kv_bytes).fits:
+            out.append(Layout(replica, dep.chips // size))
+    return out or [Layout(dep)]
+
+
 def workload_for(case: Case) -> Workload:
     """The row's batch and lengths; unpublished ones take the documented defaults."""
     return Workload(
         batch=_int(case.batch, 1),
-        input_tokens=_int(case.input_tokens, DEFAULT_PROMPT_TOKENS),
+        input_tokens=_int(case.input_tokens, estimated_prompt_tokens(case) or DEFAULT_PROMPT_TOKENS),
         output_tokens=_int(case.output_tokens, DEFAULT_OUTPUT_TOKENS),
     )
 
@@ -151,7 +198,7 @@ class Outcome:
     case: Case
     family: str
     predicted: float | None
-    reason: str = ""
+    reason: str = ""  # why there is no prediction, or what a prediction assumed
     deployment: str = ""
 
     @property
@@ -179,12 +226,19 @@ class PreparedCase:
     work: Workload
 
     def predict(self, efficiency: Efficiency | None = None) -> float:
+        return self.predict_with_layout(efficiency)[0]
+
+    def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str]:
+        """The prediction and the layout it ran on (for served rows, possibly data parallel)."""
         if self.case.scenario in SERVED_SCENARIOS:
-            sc = served_case(self.case.notes, self.case.scenario, self.work.input_tokens if self.case.input_tokens else None, self.work.output_tokens)
-            summary = run_served(self.model, self.chip, self.deployment, sc, efficiency, self.case.scenario)
-            return float(SERVED_METRICS[self.case.metric](summary, self.deployment.chips))
+            known = self.case.input_tokens or estimated_prompt_tokens(self.case)
+            sc = served_case(self.case.notes, self.case.scenario, self.work.input_tokens if known else None, self.work.output_tokens,
+                             self.case.software)
+            lay = best_layout(self.model, self.chip, served_layouts(self.case, self.model, self.chip, self.work, self.deployment), sc, efficiency)
+            summary = run_served(self.model, self.chip, lay, sc, efficiency, self.case.scenario)
+            return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe()
         pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
-        return METRICS[self.case.metric](pred)
+        return METRICS[self.case.metric](pred), self.deployment.describe()
 
 
 def prepare_case(case: Case) -> PreparedCase | Outcome:
@@ -213,10 +267,12 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
         return prepared
     family = prepared.chip.family
     try:
-        value = prepared.predict((efficiency or {}).get(family))
+        value, described = prepared.predict_with_layout((efficiency or {}).get(family))
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
-    return Outcome(case, family, value, deployment=prepared.deployment.describe())
+    estimate = estimated_prompt_tokens(case)
+    note = f"prompt length: estimated dataset mean, {estimate} tokens" if estimate else ""
+    return Outcome(case, family, value, note, deployment=described)
 
 
 def _one_line(text: str) -> str:

@@ -7,6 +7,8 @@ How each scenario is replayed (see the data README for the scenario definitions)
 * `throughput`: every request present at t = 0, served by continuous batching until the last
   finishes; a client `max_concurrency=N` or server `max_num_seqs=N` in the notes caps the
   running sequences.
+* Rows measured with TensorRT-LLM admit a request only when the KV cache holds its whole output
+  (its default GUARANTEED_NO_EVICT capacity policy); other rows grow and preempt as vLLM does.
 * `server`: Poisson arrivals at the row's `target_qps`; where the rate was not transcribed, the
   highest rate whose p99 TTFT and p99 TPOT meet the row's SLO, found by bisection.
 """
@@ -32,6 +34,8 @@ from tokenfleet.workload.traces import Trace
 #: (the steady state of a saturated run is reached well before).
 MAX_REQUESTS = 4000
 DEFAULT_REQUESTS = 3000
+#: ... and per row in all, over its data-parallel replicas (each replica gets up to MAX_REQUESTS).
+MAX_TOTAL_REQUESTS = 16000
 
 #: Engine settings where a row publishes none: TensorRT-LLM's default max_num_tokens (8,192) and a
 #: batch cap high enough that the KV cache, not the cap, limits a saturated run (assumption;
@@ -79,23 +83,39 @@ def mlperf_slo(notes: str) -> dict[str, str]:
     return slo
 
 
-def served_case(notes: str, scenario: str, input_tokens: int | None, output_tokens: int) -> ServedCase:
-    """A row's replay; a row without a published prompt length is not guessed at (a saturated
-    run's throughput depends on it about linearly; MLPerf rows leave the dataset mean out)."""
+def served_case(notes: str, scenario: str, input_tokens: int | None, output_tokens: int, software: str = "") -> ServedCase:
+    """A row's replay; a row without a prompt length (published, or for MLPerf datasets our
+    estimate of the mean) is not guessed at: a saturated run's throughput depends on it about linearly."""
     if not input_tokens:
-        raise TokenfleetError("prompt length not published (dataset mean not transcribed): a saturated run cannot be replayed without it")
+        raise TokenfleetError("prompt length not published and no dataset estimate: a saturated run cannot be replayed without it")
     prompt = input_tokens
     requests = int(note_value(notes, "num_requests") or note_value(notes, "num_prompts") or DEFAULT_REQUESTS)
     caps = [c for c in (note_value(notes, "max_num_seqs"), note_value(notes, "max_concurrency")) if c]
     seqs = int(min(caps)) if caps else SATURATED.max_num_seqs
-    cfg = SATURATED.model_copy(update={"max_num_seqs": seqs, "max_num_batched_tokens": max(SATURATED.max_num_batched_tokens, seqs)})
+    cfg = SATURATED.model_copy(update={"max_num_seqs": seqs, "max_num_batched_tokens": max(SATURATED.max_num_batched_tokens, seqs),
+                                       "reserve_output_kv": "TensorRT-LLM" in software})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
     return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo)
 
 
-def _trace(sc: ServedCase, rate_per_s: float | None) -> Trace:
-    n = sc.requests
+@dataclass(frozen=True)
+class Layout:
+    """Replicas of one deployment sharing a row's traffic (data parallel)."""
+
+    deployment: Deployment
+    replicas: int = 1
+
+    @property
+    def chips(self) -> int:
+        return self.deployment.chips * self.replicas
+
+    def describe(self) -> str:
+        return self.deployment.describe() if self.replicas == 1 else f"{self.replicas} x ({self.deployment.describe()})"
+
+
+def _trace(sc: ServedCase, rate_per_s: float | None, replicas: int) -> Trace:
+    n = min(sc.requests * replicas, MAX_TOTAL_REQUESTS)
     arrivals = np.zeros(n) if rate_per_s is None else np.cumsum(np.random.default_rng(0).exponential(1 / rate_per_s, n))
     return Trace("validation", arrivals - arrivals[0], np.full(n, sc.input_tokens), np.full(n, sc.output_tokens))
 
@@ -103,34 +123,49 @@ def _trace(sc: ServedCase, rate_per_s: float | None) -> Trace:
 _RUNS: dict[str, dict[str, Any]] = {}
 
 
-def run_served(model: ModelSpec, chip: ChipSpec, dep: Deployment, sc: ServedCase, eff: Efficiency | None,
+def best_layout(model: ModelSpec, chip: ChipSpec, layouts: list[Layout], sc: ServedCase, eff: Efficiency | None) -> Layout:
+    """Of the layouts a row's chips allow, the one with the highest saturated output throughput:
+    where a submission does not publish its layout, we assume it ran its fastest."""
+    if len(layouts) == 1:
+        return layouts[0]
+    return max(layouts, key=lambda lay: run_served(model, chip, lay, sc, eff, "throughput")["output_throughput"])
+
+
+def run_served(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None,
                scenario: str) -> dict[str, Any]:
     """The simulator's summary for this row's run (rows of one run, e.g. its TTFT and its
     throughput, share one simulation)."""
-    key = repr((model, chip.id, dep, sc, eff, scenario))
+    key = repr((model, chip.id, lay, sc, eff, scenario))
     if key not in _RUNS:
-        _RUNS[key] = _run(model, chip, dep, sc, eff, scenario)
+        _RUNS[key] = _run(model, chip, lay, sc, eff, scenario)
     return _RUNS[key]
 
 
-def _run(model: ModelSpec, chip: ChipSpec, dep: Deployment, sc: ServedCase, eff: Efficiency | None, scenario: str) -> dict[str, Any]:
+def _simulate(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None,
+              rate_per_s: float | None, slo: dict[str, str] | None = None) -> dict[str, Any]:
+    trace = _trace(sc, rate_per_s, lay.replicas)
+    return simulate(model, chip, lay.deployment, trace, sc.cfg, replicas=lay.replicas, router="least-outstanding-tokens",
+                    slo=slo, eff=eff).summary
+
+
+def _run(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None, scenario: str) -> dict[str, Any]:
     if scenario == "throughput":
-        return simulate(model, chip, dep, _trace(sc, None), sc.cfg, eff=eff).summary
+        return _simulate(model, chip, lay, sc, eff, None)
     if sc.target_qps is not None:
-        return simulate(model, chip, dep, _trace(sc, sc.target_qps), sc.cfg, eff=eff).summary
-    return _best_rate_within_slo(model, chip, dep, sc, eff)
+        return _simulate(model, chip, lay, sc, eff, sc.target_qps)
+    return _best_rate_within_slo(model, chip, lay, sc, eff)
 
 
-def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, dep: Deployment, sc: ServedCase, eff: Efficiency | None) -> dict[str, Any]:
+def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None) -> dict[str, Any]:
     """MLPerf Server without a transcribed rate: the highest Poisson rate meeting every p99 limit."""
     if not sc.slo:
         raise TokenfleetError("server row with neither target_qps nor an SLO transcribed: nothing to replay")
-    saturated = simulate(model, chip, dep, _trace(sc, None), sc.cfg, eff=eff).summary
+    saturated = run_served(model, chip, lay, sc, eff, "throughput")
     lo, hi = 0.0, saturated["request_throughput"] * 1.2
     best = None
     for _ in range(BISECTION_STEPS):
         rate = (lo + hi) / 2
-        summary = simulate(model, chip, dep, _trace(sc, rate), sc.cfg, slo=dict(sc.slo), eff=eff).summary
+        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo))
         if all(summary["slo_met"].values()):
             lo, best = rate, summary
         else:
