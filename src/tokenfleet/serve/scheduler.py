@@ -156,9 +156,14 @@ class Scheduler:
             self._start_decoding(req)
 
     def _resident_fits(self, req: Request) -> bool:
-        growth = 0.0 if self.reserve else (len(self.decoding) + 1) * self.e
-        need = req.computed + self.pool.block_size + self._promise(req, req.computed)
-        return req.computed >= req.target and self.pool.unpromised_tokens >= need + growth
+        return req.computed >= req.target and self._fits(req, 0, len(self.decoding) + 1)
+
+    def _fits(self, req: Request, chunk: float, growing_seqs: int) -> bool:
+        """Whether admitting `req` with `chunk` new tokens fits beside `growing_seqs` decoders'
+        next tokens (those come out of their promise when outputs are reserved)."""
+        growth = 0.0 if self.reserve else growing_seqs * self.e
+        need = req.computed + chunk + self.pool.block_size + self._promise(req, req.computed + chunk)
+        return self.pool.unpromised_tokens >= need + growth
 
     def _promise(self, req: Request, held: float) -> float:
         """Tokens to reserve now for `req`'s later ones (with reserve_output_kv), when it holds `held`."""
@@ -168,7 +173,6 @@ class Scheduler:
         self.pool.give(req.computed + self.pool.block_size, now_s, self._promise(req, req.computed))
 
     def _admit(self, chunks: list[tuple[Request, int]], budget: int) -> None:
-        slack = self.pool.block_size
         while self.waiting and budget > 0 and self.seats() < self.cfg.max_num_seqs:
             req = self.waiting[0]
             if req.computed >= req.target:
@@ -176,11 +180,10 @@ class Scheduler:
             if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
                 req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
             chunk = int(min(req.target - req.computed, budget))
-            promise = self._promise(req, req.computed + chunk)
-            if self.pool.unpromised_tokens < req.computed + chunk + slack + promise:
+            if not self._fits(req, chunk, 0):  # this step's decoder growth is already taken
                 break
             self.waiting.popleft()
-            self.pool.take(req.computed + chunk + slack, promise)
+            self.pool.take(req.computed + chunk + self.pool.block_size, self._promise(req, req.computed + chunk))
             req.admitted = next(self._admissions)
             self.prefilling.append(req)
             chunks.append((req, chunk))
@@ -196,9 +199,7 @@ class Scheduler:
         if head.computed >= head.target:
             return self._resident_fits(head)
         chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t)
-        growth = 0.0 if self.reserve else n * self.e
-        need = head.computed + chunk + self.pool.block_size + self._promise(head, head.computed + chunk)
-        return chunk > 0 and self.pool.unpromised_tokens - growth >= need
+        return chunk > 0 and self._fits(head, chunk, n)
 
     # --- after a step --------------------------------------------------------------------
     def advance(self, plan: StepPlan, now_s: float) -> list[Request]:

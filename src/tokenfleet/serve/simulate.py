@@ -94,6 +94,7 @@ def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Depl
     duration, chips = s["duration_s"], dep.chips * replicas
     busy = sum(e.busy_s for e in engines)
     idle_j = max(duration * len(engines) - busy, 0.0) * idle_power_w(chip, dep) / dep.pp  # engines' idle time, each 1/pp of a replica
+    energy_j = sum(e.energy_j for e in engines) + idle_j
     out_tokens = max(s["total_output_tokens"], 1)
     lookups = sum(e.sched.prefix_lookups for e in engines)
     s.update({
@@ -107,8 +108,8 @@ def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Depl
         "peak_kv_occupancy": max(e.pool.peak_tokens / e.pool.capacity_tokens for e in engines),
         "prefix_hit_rate": sum(e.sched.prefix_hits for e in engines) / lookups if lookups else 0.0,
         "usd_per_mtok": chip_hour_usd(chip) * chips * duration / 3600 / out_tokens * 1e6,
-        "energy_j": sum(e.energy_j for e in engines) + idle_j,
-        "joules_per_token": (sum(e.energy_j for e in engines) + idle_j) / out_tokens,
+        "energy_j": energy_j,
+        "joules_per_token": energy_j / out_tokens,
     })
     return s
 
