@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from tokenfleet.validation.cases import builtin_cases_path, predict_case, read_cases
@@ -74,3 +76,11 @@ def test_data_parallel_replicas_add_up_their_throughput() -> None:
     single = run_served(model, chip, Layout(one), sc, None, "throughput")["output_throughput"]
     eight = run_served(model, chip, Layout(one, 8), sc, None, "throughput")["output_throughput"]
     assert eight == pytest.approx(8 * single, rel=0.05)
+
+
+def test_a_measurement_faster_than_the_roofline_is_flagged() -> None:
+    case = next(c for c in read_cases(builtin_cases_path()) if c.id == "GT219")  # 405B, 16 RDUs, 129 tok/s per user
+    assert predict_case(case).beyond_roofline  # 810 GB of bf16 weights over 16 x 1.6 TB/s: at most ~32 tok/s
+    slower = dataclasses.replace(case, value=20.0)
+    outcome = predict_case(slower)
+    assert not outcome.beyond_roofline and "roofline" not in outcome.reason

@@ -11,7 +11,7 @@ from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.catalog.pricing import chip_hour_usd, price_basis
 from tokenfleet.perf.predict import Prediction, Workload
-from tokenfleet.validation.report import FAMILIES, ValidationReport
+from tokenfleet.validation.report import FAMILIES, ValidationReport, fitted_row_ids
 
 
 def _si(value: float, unit: str) -> str:
@@ -103,14 +103,17 @@ def compare_table(rows: list[Prediction], model: str, work: Workload) -> Table:
 
 
 def print_validation(console: Console, report: ValidationReport) -> None:
-    t = Table(title="Measured vs predicted")
-    for col in ("id", "hardware", "model", "scenario", "metric", "trust", "measured", "predicted", "error"):
+    fitted = fitted_row_ids()
+    t = Table(title="Measured vs predicted (fit: row used in the efficiency fit; ! beats the deployment's roofline)")
+    for col in ("id", "hardware", "model", "scenario", "metric", "trust", "fit", "measured", "predicted", "error"):
         t.add_column(col, overflow="fold")
     for o in report.outcomes:
         pred = f"{o.predicted:,.4g}" if o.predicted is not None else f"[dim]— {o.reason}[/]"
         err = f"{o.error:.1%}" if o.error is not None else ""
         trust = o.case.trust + ("" if o.case.counted else " (not counted)")
-        t.add_row(o.case.id, o.case.hardware, o.case.model.split("/")[-1], o.case.scenario, o.case.metric, trust, f"{o.case.value:,.4g}", pred, err)
+        measured = f"{o.case.value:,.4g}" + (" !" if o.beyond_roofline else "")
+        t.add_row(o.case.id, o.case.hardware, o.case.model.split("/")[-1], o.case.scenario, o.case.metric, trust,
+                  "fit" if o.case.id in fitted else "", measured, pred, err)
     console.print(t)
     console.print(mape_table(report))
 
@@ -118,7 +121,7 @@ def print_validation(console: Console, report: ValidationReport) -> None:
 def mape_table(report: ValidationReport) -> Table:
     fit = report.mape_table(report.outcomes)
     loso = report.mape_table(report.loso) if report.loso else {}
-    t = Table(title="MAPE by hardware family (claims excluded; served rows are never used in calibration)")
+    t = Table(title="MAPE by hardware family (claims excluded; simulator rows are out of sample except TPU's, its only fit rows)")
     cols = ["family", "cost model: rows", "MAPE", *(["leave-one-source-out"] if loso else []), "simulator: rows", "MAPE", "all rows", "MAPE"]
     for col in cols:
         t.add_column(col)

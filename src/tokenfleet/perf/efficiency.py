@@ -26,7 +26,8 @@ class Calibration:
 
 
 @cache
-def _load() -> dict[str, Any]:
+def load_efficiency() -> dict[str, Any]:
+    """The shipped fit, as stored (`kinds.<kind>.params`, `.rows`, ...)."""
     text = resources.files("tokenfleet.perf").joinpath(EFFICIENCY_FILE).read_text()
     data: dict[str, Any] = yaml.safe_load(text)
     return data
@@ -39,7 +40,7 @@ def efficiency_from_dict(values: dict[str, Any]) -> Efficiency:
 
 def calibration_for(chip: ChipSpec) -> Calibration:
     """The fitted calibration of the chip's kind (its family's defaults where none was fitted)."""
-    kinds = _load().get("kinds", {})
+    kinds = load_efficiency().get("kinds", {})
     entry = kinds.get(chip.kind)
     if entry is None:
         return Calibration(chip.kind, Efficiency(), 0.5, ())

@@ -1,7 +1,9 @@
 """Fit the few efficiency parameters of each hardware kind on published measurements.
 
 One parameter set per kind (see `ChipSpec.kind`; never per row or per model): achieved memory
-bandwidth and compute fractions and three fixed overheads. The fit minimises a robust (soft-L1)
+bandwidth and compute fractions and three fixed overheads. A kind is fitted on its `static` and
+`per_user` rows through the cost model; a kind with none (the TPUs: every published TPU figure is
+a saturated run) on its `throughput` rows through the serving simulator. The fit minimises a robust (soft-L1)
 loss on log errors, so one odd vendor figure cannot pull a kind, plus a weak pull towards
 generic GPU-like values so that parameters the rows do not constrain stay physical.
 `leave_one_source_out` refits without each source in turn and predicts that source's rows.
@@ -19,6 +21,7 @@ import numpy as np
 import yaml
 from scipy.optimize import least_squares
 
+from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.validation.cases import (
     COST_MODEL_SCENARIOS,
@@ -52,40 +55,61 @@ def _vector_to_eff(x: np.ndarray) -> Efficiency:
     return Efficiency(**{name: float(v) for name, v in zip(PARAMS, x, strict=True)})
 
 
-def _log_errors(eff: Efficiency, rows: list[PreparedCase]) -> np.ndarray:
+def prior_efficiency() -> Efficiency:
+    """Where every fit starts: generic GPU-like values (PRIOR)."""
+    return _vector_to_eff(PRIOR)
+
+
+def log_errors(eff: Efficiency, rows: list[PreparedCase]) -> np.ndarray:
     return np.array([np.log(max(r.predict(eff), 1e-12) / r.case.value) for r in rows])
 
 
 def _residuals(x: np.ndarray, rows: list[PreparedCase]) -> np.ndarray:
-    return np.concatenate([_log_errors(_vector_to_eff(x), rows), (x - PRIOR) / PRIOR_WIDTH])
+    return np.concatenate([log_errors(_vector_to_eff(x), rows), (x - PRIOR) / PRIOR_WIDTH])
 
 
 def fit_rows(rows: list[PreparedCase]) -> Efficiency:
     """Robust least-squares fit of one kind's parameters on its prepared rows."""
     if not rows:
-        return _vector_to_eff(PRIOR)
+        return prior_efficiency()
     fit = least_squares(_residuals, PRIOR, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=0.2)
     return _vector_to_eff(fit.x)
 
 
-def counted_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
-    """Rows the cost model alone predicts (static, per_user) and that count, by hardware kind;
-    served rows stay out of the fit, so they test it out of sample."""
+def counted_rows(cases: list[Case], scenarios: tuple[str, ...] = COST_MODEL_SCENARIOS,
+                 skip_kinds: frozenset[str] = frozenset()) -> dict[str, list[PreparedCase]]:
+    """Counted rows of the given scenarios that can be predicted, by hardware kind."""
     by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
     for case in cases:
-        if case.scenario not in COST_MODEL_SCENARIOS:
+        if case.scenario not in scenarios or not case.counted:
             continue
         prepared = prepare_case(case)
-        if isinstance(prepared, PreparedCase) and case.counted:
+        if isinstance(prepared, PreparedCase) and prepared.chip.kind not in skip_kinds and _predictable(prepared):
             by_kind[prepared.chip.kind].append(prepared)
     return dict(by_kind)
 
 
+def _predictable(row: PreparedCase) -> bool:
+    try:
+        row.predict(prior_efficiency())
+    except TokenfleetError:  # e.g. a saturated run without a published prompt length
+        return False
+    return True
+
+
+def fitting_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
+    """The rows each kind is fitted on: its static and per_user rows (the cost model alone); for a
+    kind that has none, its saturated `throughput` rows (through the simulator). Every other served
+    row stays out of the fit, so its error tests cost model and simulator out of sample."""
+    fitting = counted_rows(cases)
+    return fitting | counted_rows(cases, ("throughput",), skip_kinds=frozenset(fitting))
+
+
 def calibrate(cases: list[Case]) -> dict[str, KindFit]:
     fits = {}
-    for kind, rows in sorted(counted_rows(cases).items()):
+    for kind, rows in sorted(fitting_rows(cases).items()):
         eff = fit_rows(rows)
-        logs = np.abs(_log_errors(eff, rows))
+        logs = np.abs(log_errors(eff, rows))
         fits[kind] = KindFit(
             kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows),
             band_log=float(np.quantile(logs, 0.8)), mape=float(np.mean([abs(r.predict(eff) / r.case.value - 1) for r in rows])),
@@ -96,7 +120,7 @@ def calibrate(cases: list[Case]) -> dict[str, KindFit]:
 def leave_one_source_out(cases: list[Case]) -> list[Outcome]:
     """Each counted row predicted by parameters fitted without any row of its source."""
     outcomes: list[Outcome] = []
-    for rows in counted_rows(cases).values():
+    for rows in fitting_rows(cases).values():
         for source in sorted({r.case.source for r in rows}):
             eff = fit_rows([r for r in rows if r.case.source != source])
             outcomes += [
@@ -113,7 +137,8 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
         "cases_file": cases_path.name,
         "cases_sha256_16": hashlib.sha256(cases_path.read_bytes()).hexdigest()[:16],
         "method": "tokenfleet.validation.calibrate: soft-L1 least squares on log(predicted/measured) "
-        "with a weak prior, static and per_user rows, trust != claim",
+        "with a weak prior, static and per_user rows, trust != claim (kinds without such rows: "
+        "their throughput rows, through the serving simulator)",
         "kinds": {
             f.kind: {
                 "family": f.family,

@@ -4,6 +4,7 @@ is predicted. Rows that cannot be predicted say why instead of getting a number.
 from __future__ import annotations
 
 import csv
+import dataclasses
 import functools
 import math
 import re
@@ -14,7 +15,7 @@ from pathlib import Path
 
 import yaml
 
-from tokenfleet.catalog.chips import ChipSpec, get_chip
+from tokenfleet.catalog.chips import ChipSpec, Figure, get_chip
 from tokenfleet.catalog.models import ModelSpec, get_model
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
@@ -185,6 +186,19 @@ METRICS: dict[str, Callable[[Prediction], float]] = {
     "output_tok_s_per_user": lambda p: p.output_tok_s_per_user,
 }
 
+#: Speed metrics (a measurement above the bound is impossible); the rest are times (below is).
+SPEED_METRICS = ("total_tok_s", "output_tok_s_total", "output_tok_s_per_chip", "output_tok_s_per_user")
+#: The physical bound of a deployment: every byte at peak bandwidth, every FLOP at peak compute,
+#: no fixed overhead, and (see `free_links`) communication for free.
+PEAK = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0.0, moe_layer_overhead_s=0.0, step_overhead_s=0.0)
+
+
+def free_links(chip: ChipSpec) -> ChipSpec:
+    """The chip with infinitely fast, zero-latency links: what the roofline bound assumes."""
+    free = {"link_bytes_per_s": Figure(value=math.inf, source="roofline bound", date=""),
+            "link_latency_s": Figure(value=0.0, source="roofline bound", date="")}
+    return chip.model_copy(update={"figures": {**chip.figures, **free}})
+
 SPECULATIVE = ("mtp", "eagle3", "draft")
 #: Scenarios the cost model predicts alone (and calibration fits); the rest go through the simulator.
 COST_MODEL_SCENARIOS = ("static", "per_user")
@@ -200,6 +214,7 @@ class Outcome:
     predicted: float | None
     reason: str = ""  # why there is no prediction, or what a prediction assumed
     deployment: str = ""
+    beyond_roofline: bool = False  # the measurement beats the assumed deployment's physical bound
 
     @property
     def error(self) -> float | None:
@@ -227,6 +242,15 @@ class PreparedCase:
 
     def predict(self, efficiency: Efficiency | None = None) -> float:
         return self.predict_with_layout(efficiency)[0]
+
+    def beyond_roofline(self) -> bool:
+        """True when the measurement is faster than this deployment could physically be (cost-model
+        rows): the source must have used something the row does not say (speculative decoding, a
+        lower precision, more chips)."""
+        if self.case.scenario in SERVED_SCENARIOS:
+            return False
+        bound = dataclasses.replace(self, chip=free_links(self.chip)).predict(PEAK)
+        return self.case.value > bound if self.case.metric in SPEED_METRICS else self.case.value < bound
 
     def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str]:
         """The prediction and the layout it ran on (for served rows, possibly data parallel)."""
@@ -271,8 +295,11 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
     estimate = estimated_prompt_tokens(case)
-    note = f"prompt length: estimated dataset mean, {estimate} tokens" if estimate else ""
-    return Outcome(case, family, value, note, deployment=described)
+    notes = [f"prompt length: estimated dataset mean, {estimate} tokens"] if estimate else []
+    beyond = prepared.beyond_roofline()
+    if beyond:
+        notes.append("measured beats this deployment's roofline: implies speculative decoding, lower precision or more chips than assumed")
+    return Outcome(case, family, value, "; ".join(notes), deployment=described, beyond_roofline=beyond)
 
 
 def _one_line(text: str) -> str:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from tokenfleet.perf.efficiency import load_efficiency
 from tokenfleet.validation.cases import SERVED_SCENARIOS, Outcome, predict_case, read_cases
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
@@ -32,6 +33,7 @@ class ValidationReport:
         return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
 
     def as_dict(self) -> dict[str, Any]:
+        fitted = fitted_row_ids()
         rows = [
             {
                 "id": o.case.id,
@@ -47,6 +49,8 @@ class ValidationReport:
                 "predicted": o.predicted,
                 "error": o.error,
                 "reason": o.reason or None,
+                "beyond_roofline": o.beyond_roofline,
+                "in_fit": o.case.id in fitted,
             }
             for o in self.outcomes
         ]
@@ -54,10 +58,16 @@ class ValidationReport:
             "rows": len(self.outcomes),
             "predicted": sum(o.predicted is not None for o in self.outcomes),
             "mape": self.mape_table(self.outcomes),
+            "beyond_roofline": [o.case.id for o in self.outcomes if o.beyond_roofline],
         }
         if self.loso:
             summary["leave_one_source_out_mape"] = self.mape_table(self.loso)
         return {"rows": rows, "summary": summary}
+
+
+def fitted_row_ids() -> frozenset[str]:
+    """Rows the shipped efficiency fit was made on (their error is in sample)."""
+    return frozenset(row for entry in load_efficiency().get("kinds", {}).values() for row in entry.get("rows", ()))
 
 
 def validation_report(cases_path: Path, loso: bool = False) -> ValidationReport:

@@ -1,7 +1,8 @@
 """`throughput` and `server` rows, predicted through the serving simulator.
 
-None of these rows is used to fit the efficiencies (calibration sees only `static` and
-`per_user` rows), so their error is an out-of-sample test of cost model and simulator together.
+Calibration fits a kind on its `static` and `per_user` rows, so for those kinds these rows are an
+out-of-sample test of cost model and simulator together; only a kind with no such rows (the TPUs)
+is fitted on its `throughput` rows, through this module.
 How each scenario is replayed (see the data README for the scenario definitions):
 
 * `throughput`: every request present at t = 0, served by continuous batching until the last
