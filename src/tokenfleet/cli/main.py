@@ -23,7 +23,7 @@ from tokenfleet.perf.predict import Prediction, Workload, predict_static
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Which hardware for which LLM traffic.")
 catalog_app = typer.Typer(no_args_is_help=True, help="What the built-in catalog knows, and where each figure comes from.")
 app.add_typer(catalog_app, name="catalog")
-console = Console()
+console = tables.wide_console()
 
 DEFAULT_COMPARE = ["h100-sxm", "h200-sxm", "b200", "mi300x", "mi325x", "tpu-v6e", "tpu-v7", "groq-lpu", "cerebras-wse3", "sambanova-sn40l"]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="catalog name, Hugging Face id, or path to a config.json")]

@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
+
+from tokenfleet.cli.tables import wide_console
 
 PlanFile = Annotated[Path, typer.Argument(help="plan file (YAML): classes, hardware, prices, limits, options")]
 BackendOpt = Annotated[str, typer.Option("--backend", help="local (process pool) or ray (RAY_ADDRESS, else a local Ray)")]
@@ -31,11 +32,6 @@ def _runner(backend: str, workers: int | None, cache: Path | None, no_cache: boo
     root = None if no_cache else (cache or default_cache_dir())
     return Runner(Cache(root), backend=backend, workers=workers, show_progress=not quiet)
 
-
-def _console() -> Console:
-    """The terminal's width on a terminal; wide enough for the tables when piped to a file."""
-    console = Console()
-    return console if console.is_terminal else Console(width=180)
 
 
 def _emit(data: Any) -> None:
@@ -57,7 +53,7 @@ def plan_command(file: PlanFile, backend: BackendOpt = "local", workers: Workers
     if json_out:
         _emit(result)
     else:
-        print_result(_console(), result)
+        print_result(wide_console(), result)
 
 
 def sweep_command(file: PlanFile,
@@ -76,4 +72,4 @@ def sweep_command(file: PlanFile,
     if json_out:
         _emit(result)
     else:
-        print_sweep(_console(), result)
+        print_sweep(wide_console(), result)

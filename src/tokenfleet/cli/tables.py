@@ -102,6 +102,12 @@ def compare_table(rows: list[Prediction], model: str, work: Workload) -> Table:
     return t
 
 
+def wide_console() -> Console:
+    """The terminal's width on a terminal; wide enough for the tables when piped to a file."""
+    console = Console()
+    return console if console.is_terminal else Console(width=180)
+
+
 def print_validation(console: Console, report: ValidationReport) -> None:
     fitted = fitted_row_ids()
     t = Table(title="Measured vs predicted (fit: row used in the efficiency fit; ! beats the deployment's roofline)")

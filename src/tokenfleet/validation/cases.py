@@ -292,11 +292,11 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     family = prepared.chip.family
     try:
         value, described = prepared.predict_with_layout((efficiency or {}).get(family))
+        beyond = prepared.beyond_roofline()
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
     estimate = estimated_prompt_tokens(case)
     notes = [f"prompt length: estimated dataset mean, {estimate} tokens"] if estimate else []
-    beyond = prepared.beyond_roofline()
     if beyond:
         notes.append("measured beats this deployment's roofline: implies speculative decoding, lower precision or more chips than assumed")
     return Outcome(case, family, value, "; ".join(notes), deployment=described, beyond_roofline=beyond)
