@@ -52,8 +52,10 @@ def per_step(n: int, rate_per_s: float) -> float:
 
 def main() -> None:
     run(1_000)  # warm the catalog and the cost model
-    fast, light = run(10_000), run(10_000, 2.0)
-    slow, light_slow = per_step(10_000, 6.45), per_step(10_000, 2.0)
+    fast = slow = light = light_slow = 0.0
+    for _ in range(3):  # best of three, interleaved: on a shared machine one run can be a quarter off
+        fast, slow = max(fast, run(10_000)), max(slow, per_step(10_000, 6.45))
+        light, light_slow = max(light, run(10_000, 2.0)), max(light_slow, per_step(10_000, 2.0))
     start = time.perf_counter()
     subprocess.run([sys.executable, "-c", WHOLE_PROCESS], check=True)
     whole_s = time.perf_counter() - start

@@ -40,6 +40,7 @@ class ValidationReport:
                 "hardware": o.case.hardware,
                 "family": o.family,
                 "model": o.case.model,
+                "software": o.case.software,
                 "scenario": o.case.scenario,
                 "metric": o.case.metric,
                 "trust": o.case.trust,
