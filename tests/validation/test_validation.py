@@ -84,3 +84,20 @@ def test_a_measurement_faster_than_the_roofline_is_flagged() -> None:
     slower = dataclasses.replace(case, value=20.0)
     outcome = predict_case(slower)
     assert not outcome.beyond_roofline and "roofline" not in outcome.reason
+
+
+def test_long_validation_loops_report_progress(tmp_path) -> None:
+    from tokenfleet.validation.report import validation_report
+
+    lines = builtin_cases_path().read_text().splitlines()
+    small = tmp_path / "cases.csv"
+    small.write_text("\n".join([lines[0], *[ln for ln in lines if ln.startswith(("GT174,", "GT175,"))]]) + "\n")
+    seen: list[tuple[str, int]] = []
+
+    def track(items, description):
+        seen.append((description, len(items)))
+        return items
+
+    report = validation_report(small, loso=True, track=track)
+    assert [o.case.id for o in report.outcomes] == ["GT174", "GT175"] and len(report.loso) == 2
+    assert seen == [("predicting rows", 2), ("leave one source out", 1)]

@@ -143,7 +143,7 @@ def validate(
     """Measured vs predicted for every row, and MAPE per hardware family and metric."""
     from tokenfleet.validation.report import validation_report
 
-    report = validation_report(_cases_path(cases), loso=loso)
+    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track)
     if json_out:
         emit_json(report.as_dict())
     else:

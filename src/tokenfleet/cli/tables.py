@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from typing import Any
 
 from rich.console import Console
+from rich.progress import track
 from rich.table import Table
 
 from tokenfleet.catalog.chips import ChipSpec
@@ -106,6 +108,12 @@ def wide_console() -> Console:
     """The terminal's width on a terminal; wide enough for the tables when piped to a file."""
     console = Console()
     return console if console.is_terminal else Console(width=180)
+
+
+def progress_track(items: Sequence[Any], description: str) -> Iterable[Any]:
+    """A transient progress bar on stderr (on a terminal only), so JSON on stdout stays clean."""
+    err = Console(stderr=True)
+    return track(items, description=description, console=err, transient=True, disable=not err.is_terminal)
 
 
 def print_validation(console: Console, report: ValidationReport) -> None:

@@ -28,6 +28,7 @@ from tokenfleet.validation.cases import (
     Case,
     Outcome,
     PreparedCase,
+    Track,
     prepare_case,
 )
 
@@ -117,16 +118,16 @@ def calibrate(cases: list[Case]) -> dict[str, KindFit]:
     return fits
 
 
-def leave_one_source_out(cases: list[Case]) -> list[Outcome]:
-    """Each counted row predicted by parameters fitted without any row of its source."""
+def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[Outcome]:
+    """Each fitted row predicted by parameters fitted without any row of its source."""
+    folds = [(rows, source) for rows in fitting_rows(cases).values() for source in sorted({r.case.source for r in rows})]
     outcomes: list[Outcome] = []
-    for rows in fitting_rows(cases).values():
-        for source in sorted({r.case.source for r in rows}):
-            eff = fit_rows([r for r in rows if r.case.source != source])
-            outcomes += [
-                Outcome(r.case, r.chip.family, r.predict(eff), deployment=r.deployment.describe())
-                for r in rows if r.case.source == source
-            ]
+    for rows, source in (track(folds, "leave one source out") if track else folds):
+        eff = fit_rows([r for r in rows if r.case.source != source])
+        outcomes += [
+            Outcome(r.case, r.chip.family, r.predict(eff), deployment=r.deployment.describe())
+            for r in rows if r.case.source == source
+        ]
     return outcomes
 
 

@@ -8,10 +8,11 @@ import dataclasses
 import functools
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import yaml
 
@@ -31,6 +32,9 @@ from tokenfleet.validation.served import (
     run_served,
     served_case,
 )
+
+#: Wraps a long loop (items, what it does) and yields the items, e.g. through a progress bar.
+Track = Callable[[Sequence[Any], str], Iterable[Any]]
 
 REQUIRED_COLUMNS = (
     "id", "model", "hardware", "num_chips", "tp", "pp", "ep", "precision", "scenario", "batch",

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenfleet.perf.efficiency import load_efficiency
-from tokenfleet.validation.cases import SERVED_SCENARIOS, Outcome, predict_case, read_cases
+from tokenfleet.validation.cases import SERVED_SCENARIOS, Outcome, Track, predict_case, read_cases
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
+
+T = TypeVar("T")
 
 
 @dataclass
@@ -71,11 +74,17 @@ def fitted_row_ids() -> frozenset[str]:
     return frozenset(row for entry in load_efficiency().get("kinds", {}).values() for row in entry.get("rows", ()))
 
 
-def validation_report(cases_path: Path, loso: bool = False) -> ValidationReport:
+def no_progress(items: Sequence[T], description: str) -> Iterable[T]:
+    return items
+
+
+def validation_report(cases_path: Path, loso: bool = False, track: Track = no_progress) -> ValidationReport:
+    """Every row predicted (and with `loso`, refitted without its source); `track` wraps each
+    long loop, e.g. in a progress bar."""
     cases = read_cases(cases_path)
-    report = ValidationReport([predict_case(c) for c in cases])
+    report = ValidationReport([predict_case(c) for c in track(cases, "predicting rows")])
     if loso:
         from tokenfleet.validation.calibrate import leave_one_source_out
 
-        report.loso = leave_one_source_out(cases)
+        report.loso = leave_one_source_out(cases, track)
     return report
