@@ -86,3 +86,20 @@ def test_malformed_config_gets_one_clear_line(tmp_path: Path, text: str, message
     path.write_text(text)
     with pytest.raises(TokenfleetError, match=message):
         get_model(str(path))
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"model_type": "qwen3_next", "full_attention_interval": 4, "linear_num_value_heads": 32},  # Qwen3-Next (flat)
+        {"layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"]},  # Qwen3.5
+        {"model_type": "jamba", "mamba_d_state": 16},
+    ],
+)
+def test_hybrid_linear_attention_configs_are_refused_not_misread(tmp_path: Path, extra: dict[str, object]) -> None:
+    cfg = {"hidden_size": 2048, "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 2,
+           "head_dim": 256, "intermediate_size": 5120, "vocab_size": 151936, **extra}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"text_config": cfg} if "layer_types" in extra else cfg))
+    with pytest.raises(TokenfleetError, match="not modelled yet"):
+        get_model(str(path))

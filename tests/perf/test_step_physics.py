@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -98,3 +99,28 @@ def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: 
     assert np.allclose(sm.scalar(*args), (t.latency_s, t.energy_j), rtol=1e-12)
     many = sm.latency_energy(*args[:2], *(np.array([v, v * 2]) for v in args[2:]))
     assert np.allclose([many[0][0], many[1][0]], (t.latency_s, t.energy_j), rtol=1e-12)
+
+
+def test_attention_is_its_own_kernel_so_compute_bound_matmuls_do_not_hide_kv_reads() -> None:
+    """Per-operator roofline: a step pays max(matmul FLOPs, weight bytes) plus max(attention
+    FLOPs, KV bytes); one max over the totals would let a big prefill chunk hide the KV reads."""
+    m = get_model("llama-3.1-8b")
+    peak = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0, moe_layer_overhead_s=0, step_overhead_s=0)
+    sm = StepModel(m, get_chip("h100-sxm"), deployment(), peak)
+    b = batch_shape(m, [4096] + [1] * 16, [4096] + [16_000] * 16)  # a prefill chunk beside 16 long decodes
+    t = sm.step(b)
+    one_max = max(t.compute_s, t.memory_s)
+    assert t.compute_s > t.memory_s  # the totals alone would call this step compute-bound ...
+    assert t.latency_s == pytest.approx(max(t.compute_s - sm.attn_flops(b) / sm.format_flops_per_s, t.weight_memory_s)
+                                        + max(sm.attn_flops(b) / sm.format_flops_per_s, t.kv_memory_s))
+    assert t.latency_s > one_max * 1.05  # ... yet the KV reads of attention still cost time
+
+
+def test_fp4_matmuls_run_at_the_fitted_share_of_compute_efficiency_and_other_formats_do_not() -> None:
+    m, chip = get_model("llama-3.3-70b"), get_chip("b200")
+    prefill = batch_shape(m, [8192], [8192])  # compute-bound
+    for precision, slower in (("fp4", 1 / 0.8), ("fp8", 1.0)):
+        dep = deployment(precision=precision)
+        base = StepModel(m, chip, dep, Efficiency(step_overhead_s=0, layer_overhead_s=0)).step(prefill)
+        scaled = StepModel(m, chip, dep, Efficiency(step_overhead_s=0, layer_overhead_s=0, fp4_compute_factor=0.8)).step(prefill)
+        assert scaled.compute_s == pytest.approx(base.compute_s * slower)

@@ -1,6 +1,18 @@
+from dataclasses import replace
+
 import numpy as np
 
-from tokenfleet.validation.calibrate import fit_rows, fitting_rows, log_errors, prior_efficiency
+from tokenfleet.perf.efficiency import calibration_for
+from tokenfleet.validation.calibrate import (
+    MIN_FP4_ROWS,
+    fit_fp4_factor,
+    fit_rows,
+    fitting_rows,
+    fp4_rows,
+    log_errors,
+    prior_efficiency,
+    runs_fp4,
+)
 from tokenfleet.validation.cases import builtin_cases_path, read_cases
 
 
@@ -20,3 +32,15 @@ def test_fitting_a_kind_brings_its_predictions_closer_to_the_measurements() -> N
     prior, fitted = prior_efficiency(), fit_rows(rows)
     assert np.abs(log_errors(fitted, rows)).sum() < np.abs(log_errors(prior, rows)).sum()
     assert 0 < fitted.mem_eff <= 1 and 0 < fitted.compute_eff <= 1
+
+
+def test_the_fp4_factor_is_fitted_on_saturated_fp4_runs_and_brings_them_closer() -> None:
+    rows = fp4_rows(_cases("b200", "gb200"))["nvidia"]
+    assert {r.case.scenario for r in rows} == {"throughput"} and all(runs_fp4(r) for r in rows)
+    single_chip = [r for r in rows if r.case.num_chips == "1"]  # quick to simulate
+    base = replace(calibration_for(rows[0].chip).efficiency, fp4_compute_factor=1.0)
+    fitted = fit_fp4_factor(base, single_chip)
+    assert np.abs(log_errors(fitted, single_chip)).sum() < np.abs(log_errors(base, single_chip)).sum()
+    assert replace(fitted, fp4_compute_factor=1.0) == base  # nothing else moves
+    assert fitted.fp4_compute_factor >= 0.3 and fitted.fp4_compute_factor * fitted.compute_eff <= 0.95
+    assert fit_fp4_factor(base, single_chip[: MIN_FP4_ROWS - 1]) == base  # too few rows: left at 1

@@ -231,6 +231,7 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
     if not isinstance(cfg, Mapping):
         raise TokenfleetError(f"{name}: config.json must hold a JSON object")
     cfg = _text_config(cfg)
+    _refuse_unmodelled_mixers(cfg, name)
     hidden = _need(cfg, "hidden_size", name)
     layers = _need(cfg, "num_hidden_layers", name)
     heads = _need(cfg, "num_attention_heads", name)
@@ -268,6 +269,24 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
         max_context_tokens=int(cfg.get("max_position_embeddings") or 0),
         published=dict(published or {}),
     )
+
+
+#: Signs of token mixers other than softmax attention (Gated DeltaNet in Qwen3-Next and Qwen3.5,
+#: Mamba in Jamba and Nemotron-H): config keys, and entries of `layer_types`. Reading such layers as
+#: attention would give silently wrong parameter counts and KV sizes (a linear layer keeps a
+#: fixed-size state, not a growing cache), so they are refused until they are modelled.
+LINEAR_MIXER_KEYS = ("full_attention_interval", "linear_num_value_heads", "ssm_state_size", "mamba_d_state", "hybrid_override_pattern")
+LINEAR_MIXER_LAYER_TYPES = ("linear_attention", "mamba")
+
+
+def _refuse_unmodelled_mixers(cfg: Mapping[str, Any], name: str) -> None:
+    layer_types: list[Any] = cfg["layer_types"] if isinstance(cfg.get("layer_types"), list) else []
+    marks = [k for k in LINEAR_MIXER_KEYS if k in cfg] + [t for t in LINEAR_MIXER_LAYER_TYPES if t in layer_types]
+    if marks:
+        raise TokenfleetError(
+            f"{name}: linear-attention or state-space layers ('{marks[0]}') are not modelled yet; "
+            "tokenfleet models softmax attention (full, GQA, MLA, sliding window) only"
+        )
 
 
 def _group_layers(moe: list[bool], windows: list[int | None]) -> tuple[LayerGroup, ...]:

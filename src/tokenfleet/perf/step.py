@@ -1,8 +1,12 @@
 """Time, traffic and energy of one engine step: a batch of sequences, each with new tokens to
 compute and a context to attend to. Prefill, chunked prefill and decode are the same call.
 
-Each term is a roofline piece with its formula beside it; the calibrated `Efficiency` of the
-chip's family scales peaks down and adds the fixed costs that rooflines miss. All inputs may be
+Each term is a roofline piece with its formula beside it. The roofline is per operator, as in
+LLM-Viewer [Yuan et al. 2024]: the matmuls (bound by FLOPs or by weight bytes) and attention
+(bound by its FLOPs or by KV bytes) are separate kernels that run one after the other, so a step
+costs the sum of the two, not one max over the step's totals (which would let a compute-bound
+matmul hide the KV reads of attention). The calibrated `Efficiency` of the chip's family scales
+peaks down and adds the fixed costs that rooflines miss. All inputs may be
 numpy arrays of equal shape, so the simulator can cost many batch states in one call.
 """
 
@@ -43,6 +47,7 @@ class Efficiency:
     layer_overhead_s: float = 10e-6  # fixed cost per transformer layer per step (launches, norms, sync)
     moe_layer_overhead_s: float = 0.0  # extra fixed cost per MoE layer (routing, grouped GEMM set-up)
     step_overhead_s: float = 1e-3  # fixed cost per step (scheduling, sampling, host sync)
+    fp4_compute_factor: float = 1.0  # FP4 matmuls reach this share of compute_eff (see calibrate.py)
 
 
 @dataclass(frozen=True)
@@ -140,7 +145,9 @@ class StepModel:
         # weights every step reads in full, and one routed expert of every MoE layer
         self.dense_weight_bytes = (model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
         self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
-        self.peak_flops = chip.peak_flops_per_s(COMPUTE_FORMAT[dep.weight_precision])
+        compute_format = COMPUTE_FORMAT[dep.weight_precision]
+        fp4_factor = eff.fp4_compute_factor if compute_format == "fp4" else 1.0
+        self.format_flops_per_s = chip.peak_flops_per_s(compute_format) * fp4_factor  # before compute_eff
         self.weight_bw = chip.sram_bytes_per_s if self.memory.weights_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_bw = chip.sram_bytes_per_s if self.memory.kv_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_shards = kv_shards(model, dep)
@@ -150,13 +157,19 @@ class StepModel:
 
     # --- roofline terms (whole replica, then per chip) -----------------------------------
     def flops(self, b: BatchShape) -> Num:
-        """2 FLOPs per weight per token (matmuls; the output head only for one token per sequence)
-        plus attention: 2 * heads * (d_qk + d_v) per (query, key) pair per layer [Kaplan et al. 2020]."""
+        return self.matmul_flops(b) + self.attn_flops(b)
+
+    def matmul_flops(self, b: BatchShape) -> Num:
+        """2 FLOPs per weight per token (the output head only for one token per sequence)."""
         m = self.model
         head = 2 * m.vocab_size * m.hidden_size
         per_token = 2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size)
-        attn = m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
-        return per_token * b.new_tokens + head * b.num_seqs + attn
+        return per_token * b.new_tokens + head * b.num_seqs
+
+    def attn_flops(self, b: BatchShape) -> Num:
+        """2 * heads * (d_qk + d_v) per (query, key) pair per layer [Kaplan et al. 2020]."""
+        m = self.model
+        return m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
 
     def experts_touched(self, tokens: Num) -> Num:
         """Expected distinct experts per MoE layer hit by `tokens` tokens routing top-k of E uniformly."""
@@ -203,7 +216,7 @@ class StepModel:
         comm0 = float(self.comm_s(BatchShape(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)))
         kv_bw = self.kv_bw * e.mem_eff * self.kv_shards  # no tier for KV (a chip without HBM): infinitely slow
         per_kv_byte = self.model.kv_elems_per_token_layer * self.kv_elem_bytes * _inverse(kv_bw)
-        inv_compute = _inverse(d.chips * self.peak_flops * e.compute_eff)
+        inv_compute = _inverse(d.chips * self.format_flops_per_s * e.compute_eff)
         return (
             2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) * inv_compute,  # per new token
             2 * m.vocab_size * m.hidden_size * inv_compute,  # per sequence (output head)
@@ -226,10 +239,11 @@ class StepModel:
         simulator's per-step path (a test pins the two to each other)."""
         tok, seq, pair, pair_w, wb, kvf, kvw, kvn, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
-        compute = tok * new_tokens + seq * num_seqs + pair * attn_pairs + pair_w * attn_pairs_window
-        weights = self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)
-        memory = weights * wb + kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens
-        roof = compute if compute > memory else memory
+        matmul = tok * new_tokens + seq * num_seqs
+        weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
+        attn = pair * attn_pairs + pair_w * attn_pairs_window
+        kv = kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens
+        roof = (matmul if matmul > weights else weights) + (attn if attn > kv else kv)
         stage = roof + comm0 + comm1 * new_tokens + fixed
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
         latency = d.pp * stage + (d.pp - 1) * hop + self.eff.step_overhead_s
@@ -240,10 +254,11 @@ class StepModel:
         """`scalar` over arrays of contexts at a fixed batch (a run of decode steps)."""
         tok, seq, pair, pair_w, wb, kvf, kvw, kvn, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
-        compute = (tok * new_tokens + seq * num_seqs) + pair * attn_pairs + pair_w * attn_pairs_window
-        weights = self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)
-        memory = (weights * wb + kvn * new_tokens) + kvf * kv_tokens + kvw * kv_tokens_window
-        roof = np.maximum(compute, memory)
+        matmul = tok * new_tokens + seq * num_seqs
+        weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
+        attn = pair * attn_pairs + pair_w * attn_pairs_window
+        kv = kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window
+        roof = max(matmul, weights) + np.maximum(attn, kv)
         stage = roof + (comm0 + comm1 * new_tokens + fixed)
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
         latency = d.pp * stage + ((d.pp - 1) * hop + self.eff.step_overhead_s)
@@ -253,12 +268,13 @@ class StepModel:
         """Cost one step; with arrays in `b`, cost many at once."""
         m, d, e = self.model, self.dep, self.eff
         per_stage = d.chips  # each chip holds 1/tp of 1/pp of the model
-        flops = self.flops(b)
-        compute = flops / per_stage / (self.peak_flops * e.compute_eff)
+        rate = per_stage * self.format_flops_per_s * e.compute_eff
+        matmul, attn = self.matmul_flops(b) / rate, self.attn_flops(b) / rate
         w_bytes, kv = self.weight_bytes(b), self.kv_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
         kv_mem = kv / self.kv_shards / (self.kv_bw * e.mem_eff)
-        roof = np.maximum(compute, weight_mem + kv_mem)
+        roof = np.maximum(matmul, weight_mem) + np.maximum(attn, kv_mem)  # per-operator roofline
+        flops, compute = self.flops(b), matmul + attn
         comm = self.comm_s(b)
         fixed = (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp
         stage = roof + comm + fixed

@@ -6,6 +6,11 @@ bandwidth and compute fractions and three fixed overheads. A kind is fitted on i
 a saturated run) on its `throughput` rows through the serving simulator. The fit minimises a robust (soft-L1)
 loss on log errors, so one odd vendor figure cannot pull a kind, plus a weak pull towards
 generic GPU-like values so that parameters the rows do not constrain stay physical.
+
+A second, one-parameter step fits `fp4_compute_factor`, the share of `compute_eff` that FP4
+matmuls reach, on the kind's saturated FP4 runs (through the simulator), the base parameters held:
+the cost-model rows are nearly all 16- and 8-bit and memory-bound, so they cannot see it, while
+saturated Blackwell FP4 runs were over-predicted by a fifth (14 of 15 rows, FP8 runs unbiased).
 `leave_one_source_out` refits without each source in turn and predicts that source's rows.
 """
 
@@ -14,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import defaultdict
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +27,7 @@ import yaml
 from scipy.optimize import least_squares
 
 from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.precision import COMPUTE_FORMAT
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.validation.cases import (
     COST_MODEL_SCENARIOS,
@@ -40,6 +46,11 @@ SCALE = np.array([0.1, 0.1, 10e-6, 10e-6, 1e-3])
 #: log error (0.75 bandwidth, 0.5 compute, 10 us per layer, 10 us per MoE layer, 2 ms per step).
 PRIOR = np.array([0.75, 0.5, 10e-6, 10e-6, 2e-3])
 PRIOR_WIDTH = np.array([0.5, 0.5, 100e-6, 100e-6, 10e-3])
+#: The FP4 factor is fitted only on at least this many saturated FP4 runs (else it stays 1), with
+#: a weak pull towards 1 (FP4 as efficient as the other formats) of the same strength as above.
+MIN_FP4_ROWS = 4
+FP4_BOUNDS = (0.3, 1.5)
+FP4_PRIOR_WIDTH = 0.5
 
 
 @dataclass(frozen=True)
@@ -50,6 +61,7 @@ class KindFit:
     rows: tuple[str, ...]
     band_log: float
     mape: float
+    fp4_rows: tuple[str, ...] = ()
 
 
 def _vector_to_eff(x: np.ndarray) -> Efficiency:
@@ -106,29 +118,61 @@ def fitting_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
     return fitting | counted_rows(cases, ("throughput",), skip_kinds=frozenset(fitting))
 
 
+def runs_fp4(row: PreparedCase) -> bool:
+    return COMPUTE_FORMAT[row.deployment.weight_precision] == "fp4"
+
+
+def fp4_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
+    """Each kind's counted saturated runs whose matmuls run in FP4: what its FP4 factor is fitted on."""
+    return {kind: fp4 for kind, rows in counted_rows(cases, ("throughput",)).items() if (fp4 := [r for r in rows if runs_fp4(r)])}
+
+
+def fit_fp4_factor(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
+    """`base` with its FP4 factor fitted on `rows` (the other parameters held); unchanged on too few rows."""
+    if len(rows) < MIN_FP4_ROWS:
+        return base
+    upper = min(FP4_BOUNDS[1], 0.95 / base.compute_eff)  # never above peak
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        return np.append(log_errors(replace(base, fp4_compute_factor=float(x[0])), rows), (x[0] - 1.0) / FP4_PRIOR_WIDTH)
+
+    fit = least_squares(residuals, [min(0.9, upper * 0.99)], bounds=([FP4_BOUNDS[0]], [upper]), loss="soft_l1", f_scale=0.2,
+                        diff_step=0.01, xtol=1e-3)
+    return replace(base, fp4_compute_factor=float(fit.x[0]))
+
+
 def calibrate(cases: list[Case]) -> dict[str, KindFit]:
     fits = {}
+    fp4 = fp4_rows(cases)
     for kind, rows in sorted(fitting_rows(cases).items()):
-        eff = fit_rows(rows)
+        eff = fit_fp4_factor(fit_rows(rows), fp4.get(kind, []))
+        used_fp4 = tuple(r.case.id for r in fp4.get(kind, [])) if eff.fp4_compute_factor != 1.0 else ()
         logs = np.abs(log_errors(eff, rows))
         fits[kind] = KindFit(
             kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows),
             band_log=float(np.quantile(logs, 0.8)), mape=float(np.mean([abs(r.predict(eff) / r.case.value - 1) for r in rows])),
+            fp4_rows=used_fp4,
         )
     return fits
 
 
 def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[Outcome]:
-    """Each fitted row predicted by parameters fitted without any row of its source."""
-    folds = [(rows, source) for rows in fitting_rows(cases).values() for source in sorted({r.case.source for r in rows})]
+    """Each fitted row (of either step) predicted by parameters fitted without any row of its source."""
+    base, fp4 = fitting_rows(cases), fp4_rows(cases)
+    fitted = {kind: _unique(rows + (fp4.get(kind, []) if len(fp4.get(kind, [])) >= MIN_FP4_ROWS else [])) for kind, rows in base.items()}
+    folds = [(kind, source) for kind, rows in fitted.items() for source in sorted({r.case.source for r in rows})]
     outcomes: list[Outcome] = []
-    for rows, source in (track(folds, "leave one source out") if track else folds):
-        eff = fit_rows([r for r in rows if r.case.source != source])
-        outcomes += [
-            Outcome(r.case, r.chip.family, r.predict(eff), deployment=r.deployment.describe())
-            for r in rows if r.case.source == source
-        ]
+    for kind, source in (track(folds, "leave one source out") if track else folds):
+        held = [r for r in fitted[kind] if r.case.source == source]
+        eff = fit_rows([r for r in base[kind] if r.case.source != source])
+        if any(runs_fp4(r) for r in held):
+            eff = fit_fp4_factor(eff, [r for r in fp4.get(kind, []) if r.case.source != source])
+        outcomes += [Outcome(r.case, r.chip.family, r.predict(eff), deployment=r.deployment.describe()) for r in held]
     return outcomes
+
+
+def _unique(rows: list[PreparedCase]) -> list[PreparedCase]:
+    return list({r.case.id: r for r in rows}.values())
 
 
 def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> None:
@@ -139,7 +183,8 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
         "cases_sha256_16": hashlib.sha256(cases_path.read_bytes()).hexdigest()[:16],
         "method": "tokenfleet.validation.calibrate: soft-L1 least squares on log(predicted/measured) "
         "with a weak prior, static and per_user rows, trust != claim (kinds without such rows: "
-        "their throughput rows, through the serving simulator)",
+        "their throughput rows, through the serving simulator); then fp4_compute_factor alone on "
+        "the kind's saturated FP4 throughput rows (fp4_rows), through the simulator",
         "kinds": {
             f.kind: {
                 "family": f.family,
@@ -147,6 +192,7 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
                 "band_log": round(f.band_log, 4),
                 "in_sample_mape": round(f.mape, 4),
                 "rows": list(f.rows),
+                **({"fp4_rows": list(f.fp4_rows)} if f.fp4_rows else {}),
             }
             for f in fits.values()
         },

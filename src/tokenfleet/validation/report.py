@@ -71,7 +71,8 @@ class ValidationReport:
 
 def fitted_row_ids() -> frozenset[str]:
     """Rows the shipped efficiency fit was made on (their error is in sample)."""
-    return frozenset(row for entry in load_efficiency().get("kinds", {}).values() for row in entry.get("rows", ()))
+    kinds = load_efficiency().get("kinds", {}).values()
+    return frozenset(row for entry in kinds for row in (*entry.get("rows", ()), *entry.get("fp4_rows", ())))
 
 
 def no_progress(items: Sequence[T], description: str) -> Iterable[T]:
