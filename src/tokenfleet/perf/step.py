@@ -269,12 +269,13 @@ class StepModel:
         m, d, e = self.model, self.dep, self.eff
         per_stage = d.chips  # each chip holds 1/tp of 1/pp of the model
         rate = per_stage * self.format_flops_per_s * e.compute_eff
-        matmul, attn = self.matmul_flops(b) / rate, self.attn_flops(b) / rate
+        matmul_flops, attn_flops = self.matmul_flops(b), self.attn_flops(b)
+        matmul, attn = matmul_flops / rate, attn_flops / rate
         w_bytes, kv = self.weight_bytes(b), self.kv_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
         kv_mem = kv / self.kv_shards / (self.kv_bw * e.mem_eff)
         roof = np.maximum(matmul, weight_mem) + np.maximum(attn, kv_mem)  # per-operator roofline
-        flops, compute = self.flops(b), matmul + attn
+        flops, compute = matmul_flops + attn_flops, matmul + attn
         comm = self.comm_s(b)
         fixed = (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp
         stage = roof + comm + fixed

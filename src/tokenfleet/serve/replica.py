@@ -32,7 +32,7 @@ class Replica:
 
     def add(self, req: Request) -> None:
         if req.prompt + req.output + self.pool.block_size > self.pool.capacity_tokens:
-            raise_too_long(req, self.pool.capacity_tokens, self.pool.block_size)
+            raise_too_long(req, self.pool)
         if not self.sched.busy:
             self.clock = max(self.clock, req.arrival_s)
         self.sched.waiting.append(req)
@@ -146,9 +146,9 @@ class Replica:
         return k
 
 
-def raise_too_long(req: Request, capacity_tokens: float, block_size: int = 16) -> None:
+def raise_too_long(req: Request, pool: KvPool) -> None:
     raise TokenfleetError(
-        f"request {req.id} needs {req.prompt + req.output + block_size:,} tokens of KV cache (prompt + output + one block) "
-        f"but one replica holds {int(capacity_tokens):,}: "
+        f"request {req.id} needs {req.prompt + req.output + pool.block_size:,} tokens of KV cache (prompt + output + one block) "
+        f"but one replica holds {int(pool.capacity_tokens):,}: "
         "use more chips per replica, --precision fp8, or shorter requests"
     )

@@ -86,7 +86,7 @@ def _drain(engines: list[Replica]) -> None:
         if not stalled:
             return
         if before == [e.clock for e in engines]:  # no engine moved: nothing will ever fit
-            raise_too_long(stalled[0].sched.waiting[0], stalled[0].pool.capacity_tokens, stalled[0].pool.block_size)
+            raise_too_long(stalled[0].sched.waiting[0], stalled[0].pool)
 
 
 def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Deployment, replicas: int) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -90,14 +91,15 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
 
 
 def counted_rows(cases: list[Case], scenarios: tuple[str, ...] = COST_MODEL_SCENARIOS,
-                 skip_kinds: frozenset[str] = frozenset()) -> dict[str, list[PreparedCase]]:
-    """Counted rows of the given scenarios that can be predicted, by hardware kind."""
+                 skip_kinds: frozenset[str] = frozenset(),
+                 keep: Callable[[PreparedCase], bool] = lambda row: True) -> dict[str, list[PreparedCase]]:
+    """Counted rows of the given scenarios that `keep` accepts and that can be predicted, by hardware kind."""
     by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
     for case in cases:
         if case.scenario not in scenarios or not case.counted:
             continue
         prepared = prepare_case(case)
-        if isinstance(prepared, PreparedCase) and prepared.chip.kind not in skip_kinds and _predictable(prepared):
+        if isinstance(prepared, PreparedCase) and prepared.chip.kind not in skip_kinds and keep(prepared) and _predictable(prepared):
             by_kind[prepared.chip.kind].append(prepared)
     return dict(by_kind)
 
@@ -123,12 +125,14 @@ def runs_fp4(row: PreparedCase) -> bool:
 
 
 def fp4_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
-    """Each kind's counted saturated runs whose matmuls run in FP4: what its FP4 factor is fitted on."""
-    return {kind: fp4 for kind, rows in counted_rows(cases, ("throughput",)).items() if (fp4 := [r for r in rows if runs_fp4(r)])}
+    """Each kind's counted saturated runs whose matmuls run in FP4, for kinds with enough of them
+    (MIN_FP4_ROWS): what its FP4 factor is fitted on."""
+    return {kind: rows for kind, rows in counted_rows(cases, ("throughput",), keep=runs_fp4).items() if len(rows) >= MIN_FP4_ROWS}
 
 
 def fit_fp4_factor(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
-    """`base` with its FP4 factor fitted on `rows` (the other parameters held); unchanged on too few rows."""
+    """`base` with its FP4 factor fitted on `rows` (the other parameters held); unchanged on too few
+    rows (a leave-one-source-out fold may leave too few)."""
     if len(rows) < MIN_FP4_ROWS:
         return base
     upper = min(FP4_BOUNDS[1], 0.95 / base.compute_eff)  # never above peak
@@ -146,12 +150,11 @@ def calibrate(cases: list[Case]) -> dict[str, KindFit]:
     fp4 = fp4_rows(cases)
     for kind, rows in sorted(fitting_rows(cases).items()):
         eff = fit_fp4_factor(fit_rows(rows), fp4.get(kind, []))
-        used_fp4 = tuple(r.case.id for r in fp4.get(kind, [])) if eff.fp4_compute_factor != 1.0 else ()
         logs = np.abs(log_errors(eff, rows))
         fits[kind] = KindFit(
             kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows),
             band_log=float(np.quantile(logs, 0.8)), mape=float(np.mean([abs(r.predict(eff) / r.case.value - 1) for r in rows])),
-            fp4_rows=used_fp4,
+            fp4_rows=tuple(r.case.id for r in fp4.get(kind, [])),
         )
     return fits
 
@@ -159,7 +162,7 @@ def calibrate(cases: list[Case]) -> dict[str, KindFit]:
 def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[Outcome]:
     """Each fitted row (of either step) predicted by parameters fitted without any row of its source."""
     base, fp4 = fitting_rows(cases), fp4_rows(cases)
-    fitted = {kind: _unique(rows + (fp4.get(kind, []) if len(fp4.get(kind, [])) >= MIN_FP4_ROWS else [])) for kind, rows in base.items()}
+    fitted = {kind: _unique(rows + fp4.get(kind, [])) for kind, rows in base.items()}
     folds = [(kind, source) for kind, rows in fitted.items() for source in sorted({r.case.source for r in rows})]
     outcomes: list[Outcome] = []
     for kind, source in (track(folds, "leave one source out") if track else folds):
