@@ -12,7 +12,9 @@ def test_parameter_counts_match_the_published_figures(name: str) -> None:
     m = get_model(name)
     pub = m.published
     tolerance = lambda figure: max(0.01 * figure, float(pub.get("rounded_to", 0)) / 2)  # noqa: E731
-    active = m.active_params - (m.vocab_size * m.hidden_size if pub.get("active_excludes_input_embedding") else 0)
+    table = m.vocab_size * m.hidden_size
+    excluded = {"input_embedding": table, "embeddings": table * (1 if m.tied_embeddings else 2)}
+    active = m.active_params - sum(n for key, n in excluded.items() if pub.get(f"active_excludes_{key}"))
     assert abs(m.total_params - float(pub["total"])) <= tolerance(float(pub["total"])), m.total_params
     assert abs(active - float(pub["active"])) <= tolerance(float(pub["active"])), active
 
@@ -88,18 +90,39 @@ def test_malformed_config_gets_one_clear_line(tmp_path: Path, text: str, message
         get_model(str(path))
 
 
-@pytest.mark.parametrize(
-    "extra",
-    [
-        {"model_type": "qwen3_next", "full_attention_interval": 4, "linear_num_value_heads": 32},  # Qwen3-Next (flat)
-        {"layer_types": ["linear_attention", "linear_attention", "linear_attention", "full_attention"]},  # Qwen3.5
-        {"model_type": "jamba", "mamba_d_state": 16},
-    ],
-)
-def test_hybrid_linear_attention_configs_are_refused_not_misread(tmp_path: Path, extra: dict[str, object]) -> None:
+HYBRID = {"hidden_size": 2048, "num_hidden_layers": 8, "num_attention_heads": 16, "num_key_value_heads": 2,
+          "head_dim": 256, "intermediate_size": 5120, "vocab_size": 151936, "model_type": "qwen3_next",
+          "full_attention_interval": 4, "linear_num_key_heads": 16, "linear_num_value_heads": 32,
+          "linear_key_head_dim": 128, "linear_value_head_dim": 128, "linear_conv_kernel_dim": 4}
+
+
+def test_a_gated_deltanet_hybrid_caches_kv_only_in_its_attention_layers() -> None:
+    """Qwen3-Next's layout: three Gated DeltaNet layers, then one gated softmax-attention layer."""
+    m = parse_config(HYBRID, "hybrid")
+    assert (m.num_linear_layers, m.num_attention_layers) == (6, 2)
+    assert m.kv_bytes_per_token(2.0) == 2 * (2 * 2 * 256) * 2.0  # two attention layers, K and V of 2 heads
+    assert m.kv_bytes(1000, 2.0) == 1000 * m.kv_bytes_per_token(2.0)
+    state = 32 * 128 * 128 + (2 * 16 * 128 + 32 * 128) * 3  # per layer: 32 heads x 128 x 128, conv tail
+    assert m.state_bytes(2.0) == 6 * state * 2.0  # fixed, whatever the context
+    same_as_listed = parse_config({**HYBRID, "layer_types": ["linear_attention"] * 3 + ["full_attention"] + ["linear_attention"] * 3 + ["full_attention"]}, "h")
+    assert same_as_listed.layer_groups == m.layer_groups
+    ungated = parse_config({**HYBRID, "attn_output_gate": False}, "h")
+    assert m.total_params - ungated.total_params == 2 * 2048 * 16 * 256  # the gate doubles q_proj in 2 layers
+
+
+def test_a_hybrid_config_missing_a_linear_attention_field_names_it(tmp_path: Path) -> None:
+    cfg = {k: v for k, v in HYBRID.items() if k != "linear_num_value_heads"}
+    path = tmp_path / "config.json"
+    path.write_text(json.dumps({"text_config": cfg}))
+    with pytest.raises(TokenfleetError, match="need field 'linear_num_value_heads'"):
+        get_model(str(path))
+
+
+@pytest.mark.parametrize("extra", [{"model_type": "jamba", "mamba_d_state": 16}, {"layer_types": ["mamba", "attention"] * 2}])
+def test_state_space_configs_are_refused_not_misread(tmp_path: Path, extra: dict[str, object]) -> None:
     cfg = {"hidden_size": 2048, "num_hidden_layers": 4, "num_attention_heads": 16, "num_key_value_heads": 2,
            "head_dim": 256, "intermediate_size": 5120, "vocab_size": 151936, **extra}
     path = tmp_path / "config.json"
-    path.write_text(json.dumps({"text_config": cfg} if "layer_types" in extra else cfg))
-    with pytest.raises(TokenfleetError, match="not modelled yet"):
+    path.write_text(json.dumps(cfg))
+    with pytest.raises(TokenfleetError, match="state-space layers .* not modelled yet"):
         get_model(str(path))

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import math
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tests.fleet.conftest import tiny_plan
-from tokenfleet.fleet.capacity import bisect_rate
+from tokenfleet.fleet.capacity import bisect_rate, servable_target
 from tokenfleet.fleet.plan_file import parse_plan
 from tokenfleet.fleet.planner import prepare
 from tokenfleet.fleet.traffic import Attainment
@@ -61,3 +62,16 @@ def test_a_probe_that_fails_at_light_load_gives_capacity_0() -> None:
     assert results
     for res in results:
         assert res["rate_per_s"] == 0 and "fails even at" in res["reason"] and "p99_ttft_ms" in res["reason"]
+
+
+def test_a_class_must_clear_its_target_unloaded_by_one_standard_error_to_be_servable() -> None:
+    """0.990 good on 1,000 requests nearly alone could be sampling luck; 0.9931 is not."""
+    assert servable_target(0.99, 1000) == pytest.approx(0.99 + math.sqrt(0.99 * 0.01 / 1000))
+    assert servable_target(0.95, 100) == pytest.approx(0.95 + math.sqrt(0.95 * 0.05 / 100))
+    assert servable_target(0.99, 10_000) < servable_target(0.99, 1000) < 1
+    assert servable_target(0.99, 1) == pytest.approx(0.995)  # never more than halfway to all
+    ctx = prepare(parse_plan(tiny_plan()))
+    job = next(iter(ctx.jobs.values()))
+    alone = job.unloaded_check()
+    assert alone["rate_per_s"] == pytest.approx(job.estimate_per_s / 256) and alone["met"]
+    assert job.run()["probes"][0] == alone  # the search starts there and keeps it in its log

@@ -80,3 +80,28 @@ def test_a_plan_that_never_verifies_is_an_error_not_a_result(tmp_path: Path, mon
     plan = parse_plan(tiny_plan(options={"verify": {"max_rounds": 1}}))
     with runner(tmp_path) as r, pytest.raises(TokenfleetError, match=r"no fleet passed verification in 1 rounds: class \w+ on h100-sxm"):
         plan_fleet(plan, r)
+
+
+def test_a_pair_keeps_its_strikes_in_a_pool_of_its_own(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A class that keeps missing is tried shared, then alone, then dropped: three rounds, not a
+    fresh count once it has its own pool (which let slivers of traffic cycle for many rounds)."""
+    from tokenfleet.fleet import planner
+    from tokenfleet.fleet.traffic import Attainment
+    from tokenfleet.fleet.verify import Miss
+
+    units: list[str] = []
+
+    def code_always_misses(results, util, opts):  # type: ignore[no-untyped-def]
+        unit = next(k for k, res in sorted(results.items()) if "code" in res["streams"])
+        units.append(unit)
+        nan = float("nan")
+        return [Miss("code", unit, Attainment(100, 0.5, 0.9, False, ("good 0.500 < target 0.9",), 1.0, nan, nan, nan, nan, nan), 0.9)]
+
+    monkeypatch.setattr(planner, "misses", code_always_misses)
+    chat = tiny_plan()["classes"][0]
+    twins = [chat, {**chat, "name": "code", "share": 0.4}]  # alike, so they share one deployment
+    plan = parse_plan(tiny_plan(classes=twins, options={"verify": {"max_rounds": 10}}))
+    with runner(tmp_path) as r, pytest.raises(TokenfleetError, match="code"):
+        plan_fleet(plan, r)
+    assert len(units) == 3
+    assert planner.DEDICATED not in units[0] and units[2].endswith(f"{planner.DEDICATED}code")

@@ -42,6 +42,16 @@ def test_a_growing_queue_is_an_overload_even_within_the_slos() -> None:
     assert attainment(steady, {"p99_ttft_ms": "<=1000"}, 0.9).met
 
 
+def test_a_trickle_is_judged_by_its_deployments_queue_not_by_its_own_handful() -> None:
+    """20 requests whose TTFT wobbles 3x are too few to show a queue; the deployment's growth,
+    measured on every class it serves, decides for them either way."""
+    trickle = records([0.02] * 10 + [0.06] * 10, [0.01] * 20)
+    slo = {"p99_ttft_ms": "<=1000"}
+    assert trickle.queue_growth() == 1.0 and attainment(trickle, slo, 0.9).met
+    assert attainment(trickle, slo, 0.9, queue_growth=1.3).met
+    assert "grew 3.0x" in attainment(trickle, slo, 0.9, queue_growth=3.0).why()
+
+
 def test_same_seed_same_requests_at_any_rate() -> None:
     cls = parse_plan(tiny_plan()).classes[1]
     slow, fast = class_trace(cls, 500, 1.0, seed=3), class_trace(cls, 500, 4.0, seed=3)

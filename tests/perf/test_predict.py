@@ -3,7 +3,8 @@ import pytest
 from tests.conftest import deployment
 from tokenfleet.catalog import get_chip, get_model
 from tokenfleet.errors import TokenfleetError
-from tokenfleet.perf import Workload, auto_deployment, predict_static
+from tokenfleet.perf import StepModel, Workload, auto_deployment, batch_shape, predict_static
+from tokenfleet.perf.efficiency import calibration_for
 
 
 def test_static_prediction_is_self_consistent() -> None:
@@ -11,6 +12,26 @@ def test_static_prediction_is_self_consistent() -> None:
     assert p.e2e_s == pytest.approx(p.ttft_s + p.tpot_s * 127)
     assert p.output_tok_s_total == pytest.approx(4 * 128 / p.e2e_s)
     assert p.usd_per_mtok > 0 and p.joules_per_token > 0 and p.band_factor >= 1
+
+
+def test_the_decode_breakdown_counts_per_step_parts_once_per_step() -> None:
+    """Weight reads and fixed overheads are the same every decode step: O-1 of them, not one."""
+    m, chip, dep = get_model("llama-3.1-8b"), get_chip("h100-sxm"), deployment()
+    p = predict_static(m, chip, dep, Workload(1, 512, 101))
+    one_step = StepModel(m, chip, dep, calibration_for(chip).efficiency).step(batch_shape(m, [1], [600]))
+    assert p.breakdown_decode_s["weight_memory_s"] == pytest.approx(100 * one_step.weight_memory_s)
+    assert p.breakdown_decode_s["overhead_s"] == pytest.approx(100 * one_step.overhead_s)
+    assert p.breakdown_decode_s["weight_memory_s"] > 0.5 * p.breakdown_decode_s["total_s"]  # batch 1 decode reads weights
+
+
+def test_a_hybrids_memory_holds_each_sequences_state_beside_the_kv() -> None:
+    m = get_model("qwen3.5-397b-a17b")
+    chip, dep = get_chip("h200-sxm"), deployment(chips=8, tp=8, precision="fp8")
+    one = predict_static(m, chip, dep, Workload(1, 1000, 100))
+    many = predict_static(m, chip, dep, Workload(65, 1000, 100))
+    kv_per_seq = m.kv_bytes(1100, 1.0) / 2  # 2 KV heads: split over 2 of the 8 chips
+    state_per_seq = m.state_bytes(2.0) / 8  # 64 value heads: split over all 8; bf16 even with FP8 KV
+    assert (many.memory_gb_per_chip - one.memory_gb_per_chip) * 1e9 == pytest.approx(64 * (kv_per_seq + state_per_seq))
 
 
 def test_a_model_that_does_not_fit_says_by_how_much_and_what_to_do() -> None:

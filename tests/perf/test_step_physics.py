@@ -14,7 +14,7 @@ from tokenfleet.catalog import all_chips, get_chip, get_model
 from tokenfleet.catalog.chips import Figure
 from tokenfleet.perf import Efficiency, StepModel, batch_shape
 
-MODELS = ["llama-3.1-8b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3"]
+MODELS = ["llama-3.1-8b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3", "qwen3-next-80b-a3b"]
 GPU_CHIPS = sorted(c for c, spec in all_chips().items() if spec.family != "sram")
 
 batches = st.lists(st.tuples(st.integers(1, 4096), st.integers(0, 16_000)), min_size=1, max_size=16)
@@ -124,3 +124,17 @@ def test_fp4_matmuls_run_at_the_fitted_share_of_compute_efficiency_and_other_for
         base = StepModel(m, chip, dep, Efficiency(step_overhead_s=0, layer_overhead_s=0)).step(prefill)
         scaled = StepModel(m, chip, dep, Efficiency(step_overhead_s=0, layer_overhead_s=0, fp4_compute_factor=0.8)).step(prefill)
         assert scaled.compute_s == pytest.approx(base.compute_s * slower)
+
+
+def test_a_hybrids_linear_layers_read_and_write_a_fixed_state_per_sequence_not_a_growing_cache() -> None:
+    """Qwen3-Next: 36 Gated DeltaNet layers and 12 attention layers. A decode step's cache traffic
+    is the attention layers' KV (growing with context) plus each sequence's state, twice."""
+    m = get_model("qwen3-next-80b-a3b")
+    sm = StepModel(m, get_chip("h200-sxm"), deployment(chips=2, tp=2), Efficiency())
+    short, long = batch_shape(m, [1] * 8, [1000] * 8), batch_shape(m, [1] * 8, [2000] * 8)
+    kv_per_token = m.kv_bytes_per_token(2.0)
+    assert kv_per_token == 12 * 2 * 2 * 256 * 2.0  # only the 12 attention layers cache K and V
+    assert sm.state_bytes(short) == sm.state_bytes(long) == 2 * 8 * m.state_bytes(2.0)
+    assert sm.kv_bytes(long) - sm.kv_bytes(short) == pytest.approx(8 * 1000 * kv_per_token)
+    assert sm.step(long).bytes - sm.step(short).bytes == pytest.approx(8 * 1000 * kv_per_token)
+    assert sm.attn_flops(batch_shape(m, [1], [1])) > 36 * m.linear_flops_per_token_layer  # the recurrence is charged

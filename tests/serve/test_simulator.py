@@ -55,6 +55,20 @@ def test_kv_cache_never_exceeds_capacity_and_preemption_recovers() -> None:
     assert 0.9 < summary["peak_kv_occupancy"] <= 1.0
 
 
+def test_a_hybrid_models_sequences_each_hold_their_linear_attention_state_in_the_cache() -> None:
+    """Qwen3-Next's state (39.5 MB, bf16) costs each running sequence ~1,600 tokens of cache room
+    on top of its context, so a cache for 7 bare contexts holds only 2 running sequences."""
+    model, dep = get_model("qwen3-next-80b-a3b"), deployment(chips=2, tp=2)
+    state_tokens = model.state_bytes(2.0) / model.kv_bytes_per_token(2.0)
+    assert 1500 < state_tokens < 1700
+    blocks = 7 * 1016 // 16  # seven contexts of 1,000 + one block, were there no state
+    res = simulate(model, get_chip("h200-sxm"), dep, trace_of([0.0] * 6, [1000] * 6, [50] * 6), kv_blocks=blocks)
+    assert res.summary["completed"] == 6
+    held = res.summary["peak_kv_occupancy"] * blocks * 16
+    assert held <= blocks * 16 and held >= 2 * (1000 + state_tokens)  # two sequences with their state fit ...
+    assert held < 3 * (1000 + state_tokens)  # ... three do not
+
+
 @settings(max_examples=20, deadline=None)
 @given(reqs=requests, blocks=st.integers(210, 400), pp=st.sampled_from([1, 2]))
 def test_reserving_the_whole_output_at_admission_never_preempts(reqs: list[tuple[float, int, int]], blocks: int, pp: int) -> None:

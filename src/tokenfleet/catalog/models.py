@@ -1,4 +1,5 @@
-"""Transformer architectures read from Hugging Face `config.json`: dense, GQA, MoE, MLA, sliding windows.
+"""Transformer architectures read from Hugging Face `config.json`: dense, GQA, MoE, MLA, sliding
+windows, and hybrids of softmax attention with Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5).
 
 The parser never assumes `head_dim = hidden_size / num_attention_heads` when the config says
 otherwise, descends into `text_config` for multimodal checkpoints, and accepts the field names
@@ -33,11 +34,13 @@ ALIASES: dict[str, tuple[str, ...]] = {
 
 @dataclass(frozen=True)
 class LayerGroup:
-    """Layers that cost the same: how many, whether their MLP is MoE, and their attention window."""
+    """Layers that cost the same: how many, whether their MLP is MoE, their attention window, and
+    whether their token mixer is linear attention (a fixed-size state per sequence, no KV cache)."""
 
     count: int
     is_moe: bool
     window_tokens: int | None  # None: full attention over the whole context
+    linear: bool = False
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,10 @@ class ModelSpec:
     is_mla: bool
     max_context_tokens: int
     published: Mapping[str, Any] = field(default_factory=dict)
+    linear_params_per_layer: int = 0  # one linear-attention (Gated DeltaNet) layer's mixer
+    linear_state_elems_per_layer: int = 0  # its state per sequence: recurrent (heads x d_k x d_v) + conv
+    linear_flops_per_token_layer: int = 0  # its recurrence and convolution per token (matmuls aside)
+    linear_value_heads: int = 0  # heads the recurrent state splits into (tensor parallelism splits these)
 
     # --- derived sizes -------------------------------------------------------------------
     @property
@@ -75,6 +82,16 @@ class ModelSpec:
     @property
     def num_dense_layers(self) -> int:
         return self.num_layers - self.num_moe_layers
+
+    @property
+    def num_linear_layers(self) -> int:
+        """Layers whose token mixer is linear attention (no KV cache)."""
+        return sum(g.count for g in self.layer_groups if g.linear)
+
+    @property
+    def num_attention_layers(self) -> int:
+        """Layers with softmax attention, full or windowed: the ones that cache K and V."""
+        return self.num_layers - self.num_linear_layers
 
     @property
     def embedding_params(self) -> int:
@@ -91,7 +108,9 @@ class ModelSpec:
         """Everything every token reads: attention, dense MLPs, shared experts, routers, norms, embeddings."""
         per_layer_norms = 2 * self.hidden_size
         return (
-            self.num_layers * (self.attn_params_per_layer + per_layer_norms)
+            self.num_attention_layers * self.attn_params_per_layer
+            + self.num_linear_layers * self.linear_params_per_layer
+            + self.num_layers * per_layer_norms
             + self.num_dense_layers * self.dense_mlp_params
             + self.num_moe_layers * (self.shared_expert_params + self.router_params)
             + self.embedding_params
@@ -117,17 +136,23 @@ class ModelSpec:
         return self.num_experts > 0
 
     def kv_bytes_per_token(self, kv_bytes_per_elem: float) -> float:
-        """KV-cache bytes one token adds over all layers (windowed layers too, inside their window)."""
-        return self.num_layers * self.kv_elems_per_token_layer * kv_bytes_per_elem
+        """KV-cache bytes one token adds over all attention layers (windowed ones too, inside their window)."""
+        return self.num_attention_layers * self.kv_elems_per_token_layer * kv_bytes_per_elem
 
     def kv_bytes(self, context_tokens: float, kv_bytes_per_elem: float) -> float:
-        """KV-cache bytes held by one sequence of `context_tokens`."""
+        """KV-cache bytes held by one sequence of `context_tokens` (linear layers' state aside)."""
         per_layer = self.kv_elems_per_token_layer * kv_bytes_per_elem
         total = 0.0
         for g in self.layer_groups:
+            if g.linear:
+                continue
             held = context_tokens if g.window_tokens is None else min(context_tokens, g.window_tokens)
             total += g.count * held * per_layer
         return total
+
+    def state_bytes(self, state_bytes_per_elem: float) -> float:
+        """Fixed state one sequence holds in the linear-attention layers, at any context length."""
+        return self.num_linear_layers * self.linear_state_elems_per_layer * state_bytes_per_elem
 
     @property
     def attn_flops_per_pair(self) -> int:
@@ -191,6 +216,44 @@ def _layer_windows(cfg: Mapping[str, Any], num_layers: int) -> list[int | None]:
     return [None] * num_layers
 
 
+def _linear_layer_flags(cfg: Mapping[str, Any], num_layers: int) -> list[bool]:
+    """Which layers mix tokens by linear attention: `layer_types`, else every layer but each
+    `full_attention_interval`-th (Qwen3-Next, Qwen3.5)."""
+    if isinstance(cfg.get("layer_types"), list) and len(cfg["layer_types"]) == num_layers:
+        return [t == "linear_attention" for t in cfg["layer_types"]]
+    interval = int(cfg.get("full_attention_interval") or 0)
+    return [interval > 0 and (i + 1) % interval != 0 for i in range(num_layers)]
+
+
+#: Gated DeltaNet fields a hybrid config must give (Qwen3-Next and Qwen3.5 names).
+GDN_KEYS = ("linear_num_key_heads", "linear_num_value_heads", "linear_key_head_dim", "linear_value_head_dim", "linear_conv_kernel_dim")
+
+
+def _gated_deltanet(cfg: Mapping[str, Any], hidden: int, name: str) -> tuple[int, int, int, int]:
+    """(params, state elements per sequence, FLOPs per token beyond the projections, value heads)
+    of one Gated DeltaNet layer [Yang et al. 2025, arXiv:2412.06464; Qwen3-Next in HF transformers]:
+    projections to q, k (key heads x d_k), v and the output gate z (value heads x d_v), the decay
+    and write strengths a, b (one per value head), a causal depthwise convolution over q, k, v,
+    per-head A and dt, a gated RMSNorm over d_v, and the output projection. The state per sequence
+    is one d_k x d_v matrix per value head plus the convolution's last kernel-1 inputs. Per token
+    the delta rule reads, updates and queries that matrix: ~6 FLOPs per entry (three
+    matrix-vector products), an estimate that leaves out the chunked prefill kernel's extra work."""
+    missing = [k for k in GDN_KEYS if not isinstance(cfg.get(k), int) or cfg[k] <= 0]
+    if missing:
+        raise TokenfleetError(f"{name}: linear-attention layers need field '{missing[0]}' (Gated DeltaNet); give the full config.json")
+    nk, nv, dk, dv, kernel = (int(cfg[k]) for k in GDN_KEYS)
+    key_dim, value_dim = nk * dk, nv * dv
+    conv_dim = 2 * key_dim + value_dim
+    params = hidden * (2 * key_dim + 2 * value_dim) + hidden * 2 * nv + conv_dim * kernel + 2 * nv + dv + value_dim * hidden
+    state = nv * dk * dv + conv_dim * (kernel - 1)
+    flops = 6 * nv * dk * dv + 2 * conv_dim * kernel
+    return params, state, flops, nv
+
+
+#: Model types whose attention has a sigmoid output gate unless the config says otherwise (vLLM's default).
+GATED_ATTENTION_TYPES = ("qwen3_next", "qwen3_5")
+
+
 def _attention(cfg: Mapping[str, Any], hidden: int, heads: int, kv_heads: int, head_dim: int) -> tuple[int, int, int, int, bool]:
     """(params per layer, qk head dim, v head dim, cached elements per token, is_mla)."""
     kv_lora = cfg.get("kv_lora_rank")
@@ -201,7 +264,8 @@ def _attention(cfg: Mapping[str, Any], hidden: int, heads: int, kv_heads: int, h
         q = hidden * q_lora + q_lora + q_lora * heads * (nope + rope) if q_lora else hidden * heads * (nope + rope)
         kv = hidden * (kv_lora + rope) + kv_lora + kv_lora * heads * (nope + v_dim)
         return q + kv + heads * v_dim * hidden, nope + rope, v_dim, int(kv_lora) + rope, True
-    q_and_o = 2 * hidden * heads * head_dim
+    gated = cfg.get("attn_output_gate", str(cfg.get("model_type", "")).startswith(GATED_ATTENTION_TYPES))
+    q_and_o = (3 if gated else 2) * hidden * heads * head_dim  # an output gate doubles q_proj
     k_and_v = 2 * hidden * kv_heads * head_dim
     bias = (heads + 2 * kv_heads) * head_dim if cfg.get("attention_bias") or cfg.get("qkv_bias") else 0
     return q_and_o + k_and_v + bias, head_dim, head_dim, 2 * kv_heads * head_dim, False
@@ -244,7 +308,9 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
     dense_inter = int(cfg.get("intermediate_size_mlp") or cfg.get("intermediate_size") or 0)
     if dense_inter <= 0 and num_experts < layers:
         raise TokenfleetError(f"{name}: field 'intermediate_size' is missing; give the MLP width")
-    groups = _group_layers(_moe_layer_flags(cfg, layers, num_experts), _layer_windows(cfg, layers))
+    linear = _linear_layer_flags(cfg, layers)
+    gdn = _gated_deltanet(cfg, hidden, name) if any(linear) else (0, 0, 0, 0)
+    groups = _group_layers(_moe_layer_flags(cfg, layers, num_experts), _layer_windows(cfg, layers), linear)
     return ModelSpec(
         name=name,
         hf_id=hf_id or str(cfg.get("_name_or_path", name)),
@@ -268,15 +334,19 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
         is_mla=is_mla,
         max_context_tokens=int(cfg.get("max_position_embeddings") or 0),
         published=dict(published or {}),
+        linear_params_per_layer=gdn[0],
+        linear_state_elems_per_layer=gdn[1],
+        linear_flops_per_token_layer=gdn[2],
+        linear_value_heads=gdn[3],
     )
 
 
-#: Signs of token mixers other than softmax attention (Gated DeltaNet in Qwen3-Next and Qwen3.5,
-#: Mamba in Jamba and Nemotron-H): config keys, and entries of `layer_types`. Reading such layers as
-#: attention would give silently wrong parameter counts and KV sizes (a linear layer keeps a
-#: fixed-size state, not a growing cache), so they are refused until they are modelled.
-LINEAR_MIXER_KEYS = ("full_attention_interval", "linear_num_value_heads", "ssm_state_size", "mamba_d_state", "hybrid_override_pattern")
-LINEAR_MIXER_LAYER_TYPES = ("linear_attention", "mamba")
+#: Signs of token mixers not modelled here (Mamba in Jamba and Nemotron-H): config keys, and entries
+#: of `layer_types`. Reading such layers as attention would give silently wrong parameter counts and
+#: KV sizes (a state-space layer keeps a fixed-size state, not a growing cache), so they are refused.
+#: Gated DeltaNet linear attention (Qwen3-Next, Qwen3.5) is modelled (`_gated_deltanet`).
+LINEAR_MIXER_KEYS = ("ssm_state_size", "mamba_d_state", "hybrid_override_pattern")
+LINEAR_MIXER_LAYER_TYPES = ("mamba",)
 
 
 def _refuse_unmodelled_mixers(cfg: Mapping[str, Any], name: str) -> None:
@@ -284,16 +354,17 @@ def _refuse_unmodelled_mixers(cfg: Mapping[str, Any], name: str) -> None:
     marks = [k for k in LINEAR_MIXER_KEYS if k in cfg] + [t for t in LINEAR_MIXER_LAYER_TYPES if t in layer_types]
     if marks:
         raise TokenfleetError(
-            f"{name}: linear-attention or state-space layers ('{marks[0]}') are not modelled yet; "
-            "tokenfleet models softmax attention (full, GQA, MLA, sliding window) only"
+            f"{name}: state-space layers ('{marks[0]}') are not modelled yet; tokenfleet models softmax "
+            "attention (full, GQA, MLA, sliding window) and Gated DeltaNet linear attention"
         )
 
 
-def _group_layers(moe: list[bool], windows: list[int | None]) -> tuple[LayerGroup, ...]:
-    counts: dict[tuple[bool, int | None], int] = {}
-    for key in zip(moe, windows, strict=True):
+def _group_layers(moe: list[bool], windows: list[int | None], linear: list[bool]) -> tuple[LayerGroup, ...]:
+    counts: dict[tuple[bool, int | None, bool], int] = {}
+    for is_moe, window, is_linear in zip(moe, windows, linear, strict=True):
+        key = (is_moe, None if is_linear else window, is_linear)
         counts[key] = counts.get(key, 0) + 1
-    return tuple(LayerGroup(n, is_moe, w) for (is_moe, w), n in counts.items())
+    return tuple(LayerGroup(n, is_moe, w, lin) for (is_moe, w, lin), n in counts.items())
 
 
 # --- the built-in catalog ----------------------------------------------------------------

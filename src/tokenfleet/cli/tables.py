@@ -45,12 +45,19 @@ def chip_detail(chip: ChipSpec) -> Table:
 def model_summary(m: ModelSpec) -> dict[str, Any]:
     return {
         "name": m.name, "hf_id": m.hf_id, "layers": m.num_layers, "hidden_size": m.hidden_size,
-        "heads": m.num_heads, "kv_heads": m.num_kv_heads, "head_dim": m.qk_head_dim, "attention": "mla" if m.is_mla else ("gqa" if m.num_kv_heads < m.num_heads else "mha"),
+        "heads": m.num_heads, "kv_heads": m.num_kv_heads, "head_dim": m.qk_head_dim, "attention": _attention_kind(m),
+        "linear_attention_layers": m.num_linear_layers, "state_bytes_per_seq_bf16": m.state_bytes(2.0),
         "experts": m.num_experts, "experts_per_token": m.experts_per_token, "moe_layers": m.num_moe_layers,
         "total_params": m.total_params, "active_params": m.active_params,
         "kv_bytes_per_token_bf16": m.kv_bytes_per_token(2.0), "published_params": dict(m.published),
-        "layer_groups": [{"count": g.count, "moe": g.is_moe, "window_tokens": g.window_tokens} for g in m.layer_groups],
+        "layer_groups": [{"count": g.count, "moe": g.is_moe, "window_tokens": g.window_tokens, "linear_attention": g.linear}
+                         for g in m.layer_groups],
     }
+
+
+def _attention_kind(m: ModelSpec) -> str:
+    kind = "mla" if m.is_mla else ("gqa" if m.num_kv_heads < m.num_heads else "mha")
+    return f"{kind} + gated deltanet" if m.num_linear_layers else kind
 
 
 def model_list(models: list[ModelSpec]) -> Table:

@@ -126,7 +126,7 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
         precs = {"weight_precision": prec, "kv_precision": kv_precision_for(prec)}
         kv_bytes = model.kv_bytes(longest_tokens, bytes_per_elem(precs["kv_precision"])) * KV_LONGEST_REQUESTS
         try:
-            smallest = auto_deployment(model, chip, kv_bytes, **precs)
+            smallest = auto_deployment(model, chip, kv_bytes, KV_LONGEST_REQUESTS, **precs)
         except TokenfleetError as exc:
             notes.append(f"{chip.id} {prec}: {model.name}: {exc}")
             continue
@@ -162,8 +162,9 @@ def _upper_bounds_s(cls: TrafficClass, metric: str) -> float:
 
 def _max_sequences(model: ModelSpec, chip: ChipSpec, dep: Deployment, context_tokens: int) -> int:
     """Sequences of `context_tokens` whose KV cache fits beside the weights."""
-    room = plan_memory(model, chip, dep).kv_capacity_tokens
-    return int(room // max(context_tokens, 1)) if math.isfinite(room) else 1 << 30
+    mem = plan_memory(model, chip, dep)
+    room = mem.kv_capacity_tokens
+    return int(room // max(context_tokens + mem.state_tokens_per_seq, 1)) if math.isfinite(room) else 1 << 30
 
 
 def static_estimate(model: ModelSpec, chip: ChipSpec, dep: Deployment, sched: SchedulerConfig, cls: TrafficClass, stats: ClassStats) -> StaticEstimate:

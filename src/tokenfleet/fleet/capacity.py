@@ -6,6 +6,12 @@ fails, to 1/256 of the estimate) and then bisects the bracket geometrically unti
 Every probe replays the same seeded requests, only compressed or stretched in time, so the
 pass/fail answer is (nearly) monotone in the rate. A candidate that fails even at the lightest
 probe has capacity 0 and the reason is kept.
+
+Before the search, the class is run nearly unloaded (at the lightest probe's rate) and must
+clear its goodput target there by one binomial standard error of the sample (`servable_target`).
+A pair whose requests miss their SLOs at about the target's share even alone (prompts too long to
+prefill in time) would otherwise pass the search on a lucky sample and fail every fresh sample
+verification draws, however little load the plan gave it. The search itself judges the plain target.
 """
 
 from __future__ import annotations
@@ -97,7 +103,8 @@ def candidate_identity(c: Candidate) -> dict[str, Any]:
 
 def run_streams(candidate: Candidate, streams: list[Stream], replicas: int, seed: int, router: str,
                 disagg: Disaggregated | None) -> tuple[list[Attainment], dict[str, Any]]:
-    """Simulate `replicas` of the candidate on the merged streams; judge each stream on its own."""
+    """Simulate `replicas` of the candidate on the merged streams; judge each stream on its own
+    requests, and the queue on all of them."""
     block = candidate.scheduler.prefix_block_tokens
     parts = [class_trace(s.traffic, s.requests, s.rate_per_s, seed, block, s.salt) for s in streams]
     trace, label = merge_traces(parts)
@@ -111,7 +118,8 @@ def run_streams(candidate: Candidate, streams: list[Stream], replicas: int, seed
         summary = simulate(get_model(candidate.model), get_chip(stage.chip_id), stage.deployment, trace, candidate.scheduler,
                            replicas=replicas * stage.replicas, router=router, requests_out=buf).summary
         records = read_records(buf)
-    judged = [attainment(records.subset(label[records.ids] == i), dict(s.slo), s.goodput_target) for i, s in enumerate(streams)]
+    growth = records.queue_growth()
+    judged = [attainment(records.subset(label[records.ids] == i), dict(s.slo), s.goodput_target, growth) for i, s in enumerate(streams)]
     return judged, {k: summary.get(k) for k in SUMMARY_KEYS}
 
 
@@ -163,6 +171,12 @@ def bisect_rate(probe: Probe, estimate_per_s: float, tolerance: float) -> tuple[
     return lo, search
 
 
+def servable_target(goodput_target: float, requests: int) -> float:
+    """The goodput a class must reach nearly unloaded on `requests` to be servable at all: the
+    target plus one binomial standard error (0.99 on 1,000 requests: 0.9931), so it is not luck."""
+    return min(goodput_target + math.sqrt(goodput_target * (1 - goodput_target) / max(requests, 1)), (1 + goodput_target) / 2)
+
+
 @dataclass(frozen=True)
 class CapacityJob:
     """Find one candidate's capacity for one class (a unit of work for the backends)."""
@@ -194,18 +208,33 @@ class CapacityJob:
         return {"candidate": self.candidate.key, "class": self.traffic.name, "slo": dict(self.slo)}
 
     def probe(self, rate: float) -> tuple[Attainment, dict[str, Any]]:
-        stream = Stream(self.traffic, rate, self.slo, self.goodput_target, self.requests)
+        return self._probe(rate, self.goodput_target)
+
+    def _probe(self, rate: float, goodput_target: float) -> tuple[Attainment, dict[str, Any]]:
+        stream = Stream(self.traffic, rate, self.slo, goodput_target, self.requests)
         try:
             with deadline(self.probe_timeout_s):
                 judged, summary = run_streams(self.candidate, [stream], 1, self.seed, "round-robin", self.disagg)
         except (TokenfleetError, ProbeTimeout) as exc:  # e.g. a request longer than the replica's KV cache
             nan = float("nan")
-            return Attainment(0, 0.0, self.goodput_target, False, (str(exc),), math.inf, nan, nan, nan, nan, nan), {}
+            return Attainment(0, 0.0, goodput_target, False, (str(exc),), math.inf, nan, nan, nan, nan, nan), {}
         return judged[0], summary
+
+    def unloaded_check(self) -> dict[str, Any]:
+        """The class nearly alone on a replica (the lightest probe's rate), judged against
+        `servable_target`: a pair that misses there has no capacity to search for."""
+        rate = self.estimate_per_s / 4**DOWN_STEPS
+        att, _ = self._probe(rate, servable_target(self.goodput_target, self.requests))
+        return {"rate_per_s": rate, "met": att.met, "why": f"nearly unloaded: {att.why()}"}
 
     def run(self) -> dict[str, Any]:
         start = time.perf_counter()
-        rate, search = bisect_rate(self.probe, self.estimate_per_s, self.tolerance)
+        alone = self.unloaded_check()
+        if alone["met"]:
+            rate, search = bisect_rate(self.probe, self.estimate_per_s, self.tolerance)
+        else:
+            rate, search = 0.0, Search(self.probe, [])
+        search.log.insert(0, alone)
         failed = [p for p in search.log if not p["met"]]
         reason = "" if rate > 0 else f"fails even at {failed[-1]['rate_per_s']:.3g} req/s: {failed[-1]['why']}"
         at = search.best

@@ -22,6 +22,7 @@ from tokenfleet.fleet.candidates import Candidate, Choice, Stage, StaticEstimate
 from tokenfleet.fleet.plan_file import Disaggregated, Plan, TrafficClass
 from tokenfleet.fleet.prices import ChipPrice
 from tokenfleet.fleet.traffic import Records, class_stats, read_records
+from tokenfleet.perf.memory import state_bytes_per_elem
 from tokenfleet.perf.precision import bytes_per_elem
 from tokenfleet.perf.predict import Workload, predict_static
 from tokenfleet.serve.simulate import simulate
@@ -60,7 +61,8 @@ def simulate_disaggregated(cand: Candidate, trace: Trace, replicas: int, router:
                            cand.scheduler, replicas=replicas * pre.replicas, router=router, requests_out=buf).summary
     first = read_records(buf)
     first_token_s = trace.arrival_s + first.ttft_s  # read_records sorts by id = trace position
-    kv_bytes = np.array([model.kv_bytes(float(n), bytes_per_elem(pre.deployment.kv_precision)) for n in trace.input_tokens])
+    state_bytes = model.state_bytes(state_bytes_per_elem(pre.deployment))  # linear-attention state moves too
+    kv_bytes = np.array([model.kv_bytes(float(n), bytes_per_elem(pre.deployment.kv_precision)) for n in trace.input_tokens]) + state_bytes
     ready_s = first_token_s + kv_bytes / opts.kv_bandwidth_bytes_per_s + opts.kv_latency_s
     ready_s = np.where(trace.output_tokens > 1, ready_s, first_token_s)
     finish_s, dec = decode_pool(cand, replicas * dec_stage.replicas, ready_s, trace.input_tokens, trace.output_tokens, router)

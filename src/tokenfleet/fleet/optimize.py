@@ -61,10 +61,10 @@ def _constraints(p: Problem, pairs: list[tuple[str, str]]) -> list[LinearConstra
     serve = np.zeros((len(classes), nv))
     for j, (c, _) in enumerate(pairs):
         serve[classes.index(c), nu + j] = 1.0
-    out.append(LinearConstraint(serve, [p.rates[c] for c in classes], [p.rates[c] for c in classes]))
+    out.append(LinearConstraint(serve, 1.0, 1.0))  # every class's shares add up to all of it
     cap = np.zeros((nu, nv))
     for j, (c, k) in enumerate(pairs):
-        cap[index[k], nu + j] = 1.0 / p.caps[(c, k)]
+        cap[index[k], nu + j] = p.rates[c] / p.caps[(c, k)]
     cap[np.arange(nu), np.arange(nu)] = -1.0
     out.append(LinearConstraint(cap, -np.inf, 0.0))
     for chip, available in sorted(p.chips_available.items()):
@@ -104,10 +104,13 @@ def _silent_stdout() -> Iterator[None]:
 
 
 def _solve(p: Problem) -> Solution | None:
+    """Integer replicas per unit and, per (class, unit), the share of the class it serves: shares
+    rather than req/s keep the demand rows at 1 whatever the rates (a class of 1e-7 req/s would
+    otherwise sit inside the solver's feasibility tolerance and go unserved)."""
     pairs = _pairs(p)
     nu = len(p.units)
     cost = np.concatenate([[u.usd_per_hour for u in p.units], np.zeros(len(pairs))])
-    upper = np.concatenate([[_upper_replicas(p, u) for u in p.units], [p.rates[c] for c, _ in pairs]])
+    upper = np.concatenate([[_upper_replicas(p, u) for u in p.units], np.ones(len(pairs))])
     integrality = np.concatenate([np.ones(nu), np.zeros(len(pairs))])
     with _silent_stdout():
         res = milp(cost, integrality=integrality, bounds=Bounds(np.zeros_like(upper), upper), constraints=_constraints(p, pairs),
@@ -116,7 +119,7 @@ def _solve(p: Problem) -> Solution | None:
         return None
     n = np.rint(res.x[:nu]).astype(int)
     replicas = {u.key: int(n[i]) for i, u in enumerate(p.units) if n[i] > 0}
-    split = {pair: float(res.x[nu + j]) for j, pair in enumerate(pairs) if res.x[nu + j] > 1e-9}
+    split = {(c, k): float(res.x[nu + j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if res.x[nu + j] > 1e-9}
     return Solution(replicas, split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
 
 

@@ -166,8 +166,9 @@ def solve_verified(ctx: Context, capacity: dict[Pair, dict[str, Any]], runner: R
         if not missed:
             return caps, rounds
         for m in missed:
-            strikes[(m.cls, m.unit)] = strikes.get((m.cls, m.unit), 0) + 1
-            tighten(ctx, caps, sol, m, strikes[(m.cls, m.unit)])
+            pair = (m.cls, m.unit.split(DEDICATED)[0])  # a pool of its own keeps the pair's strikes
+            strikes[pair] = strikes.get(pair, 0) + 1
+            tighten(ctx, caps, sol, m, strikes[pair])
     worst = rounds[-1].missed[0]
     raise TokenfleetError(
         f"no fleet passed verification in {opts.max_rounds} rounds: {worst.line(unit_label(ctx, worst.unit))}; "

@@ -10,7 +10,9 @@ The last test matters because a finite run can hide an overload: a burst may dra
 SLOs although the backlog would grow without end. A growing queue shows as a growing wait for
 the first token, so the median TTFT of the last quarter of arrivals may be at most
 `QUEUE_GROWTH_LIMIT` times that of the second quarter (the first is warm-up). TTFT, unlike
-completion counts, does not depend on how long the answers are.
+completion counts, does not depend on how long the answers are. The queue belongs to the
+deployment, not to a class, so where several classes share one it is judged on all their
+requests together: a class sending a trickle of 20 requests cannot tell a queue from noise.
 """
 
 from __future__ import annotations
@@ -37,6 +39,8 @@ from tokenfleet.workload.traces import BUILTIN, Trace, load_trace
 POOL_SIZE = 4096
 #: Median TTFT of the last quarter of arrivals over that of the second quarter, at most.
 QUEUE_GROWTH_LIMIT = 2.0
+#: ... judged on at least this many requests (fewer: medians of a handful are noise) ...
+MIN_GROWTH_REQUESTS = 40
 #: ... unless they differ by less than this (noise on very fast replicas).
 QUEUE_GROWTH_FLOOR_S = 0.01
 OPS: dict[str, Callable[[Any, float], Any]] = {"<=": operator.le, "<": operator.lt, ">=": operator.ge, ">": operator.gt}
@@ -215,7 +219,7 @@ class Records:
 
     def queue_growth(self) -> float:
         """Median TTFT of the last quarter of arrivals / that of the second quarter (1: steady)."""
-        if self.ids.size < 8:
+        if self.ids.size < MIN_GROWTH_REQUESTS:
             return 1.0
         order = np.argsort(self.arrival_s, kind="stable")
         q = order.size // 4
@@ -267,8 +271,9 @@ def _stat(values: np.ndarray, stat: str) -> float:
     return float(values.mean()) if stat == "mean" else float(np.percentile(values, float(stat[1:])))
 
 
-def attainment(rec: Records, slo: dict[str, str], target: float) -> Attainment:
-    """Judge one class's requests against its SLOs and goodput target."""
+def attainment(rec: Records, slo: dict[str, str], target: float, queue_growth: float | None = None) -> Attainment:
+    """Judge one class's requests against its SLOs and goodput target; `queue_growth` is that of
+    the deployment they ran on when other classes shared it (default: from these requests)."""
     values = {"ttft": rec.ttft_s, "tpot": rec.tpot_s, "e2el": rec.e2el_s}
     good = np.ones(rec.ids.size, dtype=bool)
     failures, worst = [], 1.0
@@ -279,7 +284,7 @@ def attainment(rec: Records, slo: dict[str, str], target: float) -> Attainment:
             failures.append(f"{b.key} {observed * 1e3:.4g} ms vs {b.op}{b.limit_s * 1e3:g}")
             ratio = observed / b.limit_s if b.op.startswith("<") else b.limit_s / max(observed, 1e-12)
             worst = max(worst, ratio)
-    growth = rec.queue_growth()
+    growth = rec.queue_growth() if queue_growth is None else queue_growth
     if growth > QUEUE_GROWTH_LIMIT:
         failures.append(f"overloaded: the wait for a first token grew {growth:.1f}x during the run")
         worst = max(worst, growth / QUEUE_GROWTH_LIMIT)

@@ -25,6 +25,18 @@ def kv_shards(model: ModelSpec, dep: Deployment) -> int:
     return dep.pp * heads_split
 
 
+def state_shards(model: ModelSpec, dep: Deployment) -> int:
+    """Chips over which one sequence's linear-attention state is split: PP stages times distinct
+    value heads per stage (64 heads split 8 ways where 2 KV heads only split 2)."""
+    return dep.pp * min(dep.tp, max(model.linear_value_heads, 1))
+
+
+def state_bytes_per_elem(dep: Deployment) -> float:
+    """Linear-attention state is kept in the activation format, not the KV-cache one (vLLM's
+    `mamba_ssm_cache_dtype` defaults to the model dtype even with an FP8 KV cache)."""
+    return bytes_per_elem(dep.act_precision)
+
+
 @dataclass(frozen=True)
 class MemoryPlan:
     """Bytes per chip by tier, where each kind of data lives, and the room left for KV cache."""
@@ -33,24 +45,30 @@ class MemoryPlan:
     kv_tier: str
     weight_bytes_per_chip: float
     kv_bytes_per_chip: float  # KV the workload asked to hold
-    kv_capacity_bytes_per_chip: float  # KV the tier can still hold after the weights
+    kv_capacity_bytes_per_chip: float  # KV (and linear-attention state) the tier can still hold after the weights
     kv_capacity_tokens: float  # tokens of context the whole replica can cache
-    needed_bytes: float  # whole replica: weights + requested KV
+    needed_bytes: float  # whole replica: weights + requested KV and state
     available_bytes: float  # whole replica, usable part of every tier
+    state_bytes_per_chip: float = 0.0  # linear-attention state of the sequences asked for
+    state_tokens_per_seq: float = 0.0  # one sequence's state, in tokens of KV-cache room it takes
 
     @property
     def fits(self) -> bool:
-        return self.needed_bytes <= self.available_bytes and self.kv_bytes_per_chip <= self.kv_capacity_bytes_per_chip
+        return (self.needed_bytes <= self.available_bytes
+                and self.kv_bytes_per_chip + self.state_bytes_per_chip <= self.kv_capacity_bytes_per_chip)
 
 
-def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, kv_bytes_needed: float = 0.0) -> MemoryPlan:
-    """Place weights and `kv_bytes_needed` of KV cache; SRAM first on SRAM-first chips."""
+def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, kv_bytes_needed: float = 0.0, sequences: float = 0.0) -> MemoryPlan:
+    """Place weights, `kv_bytes_needed` of KV cache and the linear-attention state of `sequences`
+    running sequences; SRAM first on SRAM-first chips."""
     weights = model.total_params * bytes_per_elem(dep.weight_precision) / dep.chips
     kv = kv_bytes_needed / kv_shards(model, dep)
     kv_per_token = model.kv_bytes_per_token(bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
+    state_per_seq = model.state_bytes(state_bytes_per_elem(dep)) / state_shards(model, dep)
+    cache = kv + sequences * state_per_seq  # what the KV tier must hold
     sram = chip.sram_bytes * USABLE_FRACTION if chip.weights_on_chip else 0.0
     hbm = chip.hbm_bytes * USABLE_FRACTION
-    if sram >= weights and (sram - weights >= kv or hbm == 0):
+    if sram >= weights and (sram - weights >= cache or hbm == 0):
         weights_tier, kv_tier, room = "sram", "sram", sram - weights
     elif sram >= weights:
         weights_tier, kv_tier, room = "sram", "hbm", hbm
@@ -63,8 +81,10 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, kv_bytes_need
         kv_bytes_per_chip=kv,
         kv_capacity_bytes_per_chip=max(room, 0.0),
         kv_capacity_tokens=max(room, 0.0) / kv_per_token if kv_per_token else float("inf"),
-        needed_bytes=(weights + kv) * dep.chips,
+        needed_bytes=(weights + cache) * dep.chips,
         available_bytes=(sram if weights_tier == "sram" else 0.0) * dep.chips + (hbm if "hbm" in (weights_tier, kv_tier) else 0.0) * dep.chips,
+        state_bytes_per_chip=sequences * state_per_seq,
+        state_tokens_per_seq=state_per_seq / kv_per_token if kv_per_token else 0.0,
     )
 
 

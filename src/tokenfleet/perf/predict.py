@@ -76,13 +76,20 @@ class Prediction:
 
 
 def _breakdown(t: StepTime) -> dict[str, float]:
+    """Each part summed over the steps; a part that is the same every step (weights, fixed
+    overheads) comes back as one number and counts once per step."""
+    steps = np.shape(t.latency_s)
+
+    def total(x: Any) -> float:
+        return float(np.sum(np.broadcast_to(x, steps)))
+
     return {
-        "compute_s": float(np.sum(t.compute_s)),
-        "weight_memory_s": float(np.sum(t.weight_memory_s)),
-        "kv_memory_s": float(np.sum(t.kv_memory_s)),
-        "communication_s": float(np.sum(t.comm_s)),
-        "overhead_s": float(np.sum(t.overhead_s)),
-        "total_s": float(np.sum(t.latency_s)),
+        "compute_s": total(t.compute_s),
+        "weight_memory_s": total(t.weight_memory_s),
+        "kv_memory_s": total(t.kv_memory_s),
+        "communication_s": total(t.comm_s),
+        "overhead_s": total(t.overhead_s),
+        "total_s": total(t.latency_s),
     }
 
 
@@ -104,7 +111,7 @@ def decode_shapes(model: ModelSpec, work: Workload) -> BatchShape:
 
 def step_model(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> StepModel:
     kv_needed = model.kv_bytes(work.input_tokens + work.output_tokens, bytes_per_elem(dep.kv_precision)) * work.batch
-    return StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, kv_needed)
+    return StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, kv_needed, work.batch)
 
 
 def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> Prediction:
@@ -150,7 +157,7 @@ def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Work
 
 
 def _used_gb(mem: MemoryPlan) -> float:
-    return (mem.weight_bytes_per_chip + mem.kv_bytes_per_chip) / 1e9
+    return (mem.weight_bytes_per_chip + mem.kv_bytes_per_chip + mem.state_bytes_per_chip) / 1e9
 
 
 def _capacity_gb(chip: ChipSpec, mem: MemoryPlan) -> float:

@@ -21,7 +21,13 @@ import numpy as np
 from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.perf.deployment import Deployment
-from tokenfleet.perf.memory import MemoryPlan, kv_shards, plan_memory
+from tokenfleet.perf.memory import (
+    MemoryPlan,
+    kv_shards,
+    plan_memory,
+    state_bytes_per_elem,
+    state_shards,
+)
 from tokenfleet.perf.precision import COMPUTE_FORMAT, bytes_per_elem
 
 Num = Any  # a float or a numpy array of floats
@@ -133,15 +139,19 @@ class StepTime:
 class StepModel:
     """Step costs of one model on one deployment of one chip; constants are computed once."""
 
-    def __init__(self, model: ModelSpec, chip: ChipSpec, dep: Deployment, eff: Efficiency, kv_bytes_needed: float = 0.0):
+    def __init__(self, model: ModelSpec, chip: ChipSpec, dep: Deployment, eff: Efficiency, kv_bytes_needed: float = 0.0,
+                 sequences: float = 0.0):
         self.model, self.chip, self.dep, self.eff = model, chip, dep, eff
-        self.memory: MemoryPlan = plan_memory(model, chip, dep, kv_bytes_needed)
+        self.memory: MemoryPlan = plan_memory(model, chip, dep, kv_bytes_needed, sequences)
         w_bytes = bytes_per_elem(dep.weight_precision)
         self.kv_elem_bytes = bytes_per_elem(dep.kv_precision)
         self.act_bytes = bytes_per_elem(dep.act_precision)
         self.window = model_window(model)
-        full_layers = sum(g.count for g in model.layer_groups if g.window_tokens is None)
-        self.full_layers, self.window_layers = full_layers, model.num_layers - full_layers
+        full_layers = sum(g.count for g in model.layer_groups if g.window_tokens is None and not g.linear)
+        self.full_layers, self.window_layers = full_layers, model.num_attention_layers - full_layers
+        self.linear_layers = model.num_linear_layers
+        self.state_bytes_per_seq = model.state_bytes(state_bytes_per_elem(dep))
+        self.state_shards = state_shards(model, dep)
         # weights every step reads in full, and one routed expert of every MoE layer
         self.dense_weight_bytes = (model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
         self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
@@ -167,9 +177,11 @@ class StepModel:
         return per_token * b.new_tokens + head * b.num_seqs
 
     def attn_flops(self, b: BatchShape) -> Num:
-        """2 * heads * (d_qk + d_v) per (query, key) pair per layer [Kaplan et al. 2020]."""
+        """2 * heads * (d_qk + d_v) per (query, key) pair per attention layer [Kaplan et al. 2020];
+        linear-attention layers a fixed amount per token instead (see `_gated_deltanet`)."""
         m = self.model
-        return m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
+        pairs = m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
+        return pairs + self.linear_layers * m.linear_flops_per_token_layer * b.new_tokens
 
     def experts_touched(self, tokens: Num) -> Num:
         """Expected distinct experts per MoE layer hit by `tokens` tokens routing top-k of E uniformly."""
@@ -184,10 +196,14 @@ class StepModel:
         return self.dense_weight_bytes + m.num_moe_layers * self.expert_bytes_per_layer * touched
 
     def kv_bytes(self, b: BatchShape) -> Num:
-        """Read every cached token of every layer once, write the new ones."""
+        """Read every cached token of every attention layer once, write the new ones."""
         per_tok_layer = self.model.kv_elems_per_token_layer * self.kv_elem_bytes
         read = self.full_layers * b.kv_tokens + self.window_layers * b.kv_tokens_window
-        return per_tok_layer * (read + self.model.num_layers * b.new_tokens)
+        return per_tok_layer * (read + self.model.num_attention_layers * b.new_tokens)
+
+    def state_bytes(self, b: BatchShape) -> Num:
+        """Each sequence's linear-attention state, read and written back once per step."""
+        return 2 * self.state_bytes_per_seq * b.num_seqs
 
     def comm_s(self, b: BatchShape) -> Num:
         """Per stage: TP all-reduces (2 per layer, ring: 2(t-1)/t of the bytes) and, with EP, an
@@ -216,14 +232,17 @@ class StepModel:
         comm0 = float(self.comm_s(BatchShape(0.0, 0.0, 0.0, 0.0, 0.0, 0.0)))
         kv_bw = self.kv_bw * e.mem_eff * self.kv_shards  # no tier for KV (a chip without HBM): infinitely slow
         per_kv_byte = self.model.kv_elems_per_token_layer * self.kv_elem_bytes * _inverse(kv_bw)
+        state_bw = self.kv_bw * e.mem_eff * self.state_shards
         inv_compute = _inverse(d.chips * self.format_flops_per_s * e.compute_eff)
         return (
             2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) * inv_compute,  # per new token
             2 * m.vocab_size * m.hidden_size * inv_compute,  # per sequence (output head)
             m.attn_flops_per_pair * self.full_layers * inv_compute,  # per full-attention pair
             m.attn_flops_per_pair * self.window_layers * inv_compute,  # per windowed pair
+            self.linear_layers * m.linear_flops_per_token_layer * inv_compute,  # linear attention, per new token
             _inverse(d.chips * self.weight_bw * e.mem_eff),  # per weight byte
-            per_kv_byte * self.full_layers, per_kv_byte * self.window_layers, per_kv_byte * m.num_layers,
+            per_kv_byte * self.full_layers, per_kv_byte * self.window_layers, per_kv_byte * m.num_attention_layers,
+            2 * self.state_bytes_per_seq * _inverse(state_bw) if self.state_bytes_per_seq else 0.0,  # per sequence
             comm0, float(self.comm_s(one)) - comm0,  # communication: fixed + per new token
             (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp,
             float(self.hop_s(one)) - self.link_lat if d.pp > 1 else 0.0,
@@ -237,12 +256,12 @@ class StepModel:
                attn_pairs: float, attn_pairs_window: float) -> tuple[float, float]:
         """(latency_s, energy_j) of one step from plain floats: `step` without numpy, for the
         simulator's per-step path (a test pins the two to each other)."""
-        tok, seq, pair, pair_w, wb, kvf, kvw, kvn, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        tok, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
         matmul = tok * new_tokens + seq * num_seqs
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
-        attn = pair * attn_pairs + pair_w * attn_pairs_window
-        kv = kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens
+        attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
+        kv = kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs
         roof = (matmul if matmul > weights else weights) + (attn if attn > kv else kv)
         stage = roof + comm0 + comm1 * new_tokens + fixed
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
@@ -252,12 +271,12 @@ class StepModel:
     def latency_energy(self, num_seqs: float, new_tokens: float, kv_tokens: np.ndarray, kv_tokens_window: np.ndarray,
                        attn_pairs: np.ndarray, attn_pairs_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`scalar` over arrays of contexts at a fixed batch (a run of decode steps)."""
-        tok, seq, pair, pair_w, wb, kvf, kvw, kvn, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        tok, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
         matmul = tok * new_tokens + seq * num_seqs
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
-        attn = pair * attn_pairs + pair_w * attn_pairs_window
-        kv = kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window
+        attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
+        kv = kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window + state * num_seqs
         roof = max(matmul, weights) + np.maximum(attn, kv)
         stage = roof + (comm0 + comm1 * new_tokens + fixed)
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
@@ -271,9 +290,9 @@ class StepModel:
         rate = per_stage * self.format_flops_per_s * e.compute_eff
         matmul_flops, attn_flops = self.matmul_flops(b), self.attn_flops(b)
         matmul, attn = matmul_flops / rate, attn_flops / rate
-        w_bytes, kv = self.weight_bytes(b), self.kv_bytes(b)
+        w_bytes, kv, state = self.weight_bytes(b), self.kv_bytes(b), self.state_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
-        kv_mem = kv / self.kv_shards / (self.kv_bw * e.mem_eff)
+        kv_mem = (kv / self.kv_shards + state / self.state_shards) / (self.kv_bw * e.mem_eff)
         roof = np.maximum(matmul, weight_mem) + np.maximum(attn, kv_mem)  # per-operator roofline
         flops, compute = matmul_flops + attn_flops, matmul + attn
         comm = self.comm_s(b)
@@ -292,6 +311,6 @@ class StepModel:
             comm_s=comm * d.pp + (d.pp - 1) * hop,
             overhead_s=fixed * d.pp + e.step_overhead_s,
             flops=flops,
-            bytes=w_bytes + kv,
+            bytes=w_bytes + kv + state,
             energy_j=watts * (STATIC_POWER_FRACTION / d.pp * latency + (1 - STATIC_POWER_FRACTION) * roof),
         )

@@ -31,7 +31,7 @@ class Replica:
         self.stalled = False
 
     def add(self, req: Request) -> None:
-        if req.prompt + req.output + self.pool.block_size > self.pool.capacity_tokens:
+        if req.prompt + req.output + self.pool.per_seq_tokens > self.pool.capacity_tokens:
             raise_too_long(req, self.pool)
         if not self.sched.busy:
             self.clock = max(self.clock, req.arrival_s)
@@ -148,7 +148,8 @@ class Replica:
 
 def raise_too_long(req: Request, pool: KvPool) -> None:
     raise TokenfleetError(
-        f"request {req.id} needs {req.prompt + req.output + pool.block_size:,} tokens of KV cache (prompt + output + one block) "
+        f"request {req.id} needs {req.prompt + req.output + pool.per_seq_tokens:,} tokens of KV cache "
+        f"(prompt + output + {'one block' if pool.per_seq_tokens == pool.block_size else 'one block and its linear-attention state'}) "
         f"but one replica holds {int(pool.capacity_tokens):,}: "
         "use more chips per replica, --precision fp8, or shorter requests"
     )

@@ -35,10 +35,14 @@ class KvPool:
     """KV-cache capacity of one replica in tokens, shared by its pipeline's micro-batch engines.
 
     Each sequence holds its context plus one block: its last, partly filled block counted whole,
-    so the count is never below vLLM's block count and at most one block per sequence above it."""
+    so the count is never below vLLM's block count and at most one block per sequence above it.
+    A model with linear-attention layers adds each sequence's fixed state, as whole blocks of the
+    same bytes (`state_tokens`, from the memory plan)."""
 
-    def __init__(self, capacity_tokens: float, block_size: int):
+    def __init__(self, capacity_tokens: float, block_size: int, state_tokens: float = 0.0):
         self.capacity_tokens, self.block_size = float(capacity_tokens), block_size
+        #: what a sequence holds beyond its context: the partial last block and its state
+        self.per_seq_tokens = block_size * (1 + math.ceil(state_tokens / block_size - 1e-9))
         self.used_tokens = self.peak_tokens = 0.0
         self.reserved_tokens = 0.0  # promised to admitted requests' future tokens (reserve_output_kv)
         self.last_release_s = 0.0
@@ -151,7 +155,7 @@ class Scheduler:
         decoders and decode in this very step, if a seat and their cache fit."""
         while self.waiting and self.seats() < self.cfg.max_num_seqs and self._resident_fits(self.waiting[0]):
             req = self.waiting.popleft()
-            self.pool.take(req.computed + self.pool.block_size, self._promise(req, req.computed))
+            self.pool.take(req.computed + self.pool.per_seq_tokens, self._promise(req, req.computed))
             req.admitted = next(self._admissions)
             self._start_decoding(req)
 
@@ -162,7 +166,7 @@ class Scheduler:
         """Whether admitting `req` with `chunk` new tokens fits beside `growing_seqs` decoders'
         next tokens (those come out of their promise when outputs are reserved)."""
         growth = 0.0 if self.reserve else growing_seqs * self.e
-        need = req.computed + chunk + self.pool.block_size + self._promise(req, req.computed + chunk)
+        need = req.computed + chunk + self.pool.per_seq_tokens + self._promise(req, req.computed + chunk)
         return self.pool.unpromised_tokens >= need + growth
 
     def _promise(self, req: Request, held: float) -> float:
@@ -170,7 +174,7 @@ class Scheduler:
         return max(req.prompt + req.output - held, 0.0) if self.reserve else 0.0
 
     def _release(self, req: Request, now_s: float) -> None:
-        self.pool.give(req.computed + self.pool.block_size, now_s, self._promise(req, req.computed))
+        self.pool.give(req.computed + self.pool.per_seq_tokens, now_s, self._promise(req, req.computed))
 
     def _admit(self, chunks: list[tuple[Request, int]], budget: int) -> None:
         while self.waiting and budget > 0 and self.seats() < self.cfg.max_num_seqs:
@@ -183,7 +187,7 @@ class Scheduler:
             if not self._fits(req, chunk, 0):  # this step's decoder growth is already taken
                 break
             self.waiting.popleft()
-            self.pool.take(req.computed + chunk + self.pool.block_size, self._promise(req, req.computed + chunk))
+            self.pool.take(req.computed + chunk + self.pool.per_seq_tokens, self._promise(req, req.computed + chunk))
             req.admitted = next(self._admissions)
             self.prefilling.append(req)
             chunks.append((req, chunk))

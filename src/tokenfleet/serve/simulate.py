@@ -40,7 +40,7 @@ def build_engines(model: ModelSpec, chip: ChipSpec, dep: Deployment, cfg: Schedu
     require_fit(cost.memory, dep, chip)
     blocks = int(cost.memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
     per_engine = cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
-    pools = [KvPool(blocks * cfg.block_size, cfg.block_size) for _ in range(replicas)]
+    pools = [KvPool(blocks * cfg.block_size, cfg.block_size, cost.memory.state_tokens_per_seq) for _ in range(replicas)]
     return [Replica(cost, per_engine, pools[i // dep.pp], metrics) for i in range(replicas * dep.pp)]
 
 

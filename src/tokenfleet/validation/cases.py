@@ -128,7 +128,7 @@ def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload)
     precisions = {"weight_precision": prec, "kv_precision": kv_prec}
     if case.num_chips in ("", "auto"):
         kv_bytes = model.kv_bytes(work.input_tokens + work.output_tokens, 2 if kv_prec == "bf16" else 1) * work.batch
-        return auto_deployment(model, chip, kv_bytes, **precisions)
+        return auto_deployment(model, chip, kv_bytes, work.batch, **precisions)
     chips = _int(case.num_chips, 1)
     tp, pp, ep = _int(case.tp, 0), _int(case.pp, 0), _int(case.ep, 1)
     if tp and tp * max(pp, 1) == chips:  # TPU7x counts TensorCores in tp: fall through to layout
@@ -166,7 +166,7 @@ def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload,
         if dep.chips % size:
             continue
         replica = dep if size == dep.chips else layout(chip, size, ep=_int(case.ep, 1), **precisions)
-        if plan_memory(model, chip, replica, kv_bytes).fits:
+        if plan_memory(model, chip, replica, kv_bytes, sequences=1).fits:
             out.append(Layout(replica, dep.chips // size))
     return out or [Layout(dep)]
 
