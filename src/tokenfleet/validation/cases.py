@@ -49,10 +49,12 @@ DEFAULT_OUTPUT_TOKENS = 500
 #: Weight format assumed where a row says `unknown`: what the vendor's serving stack of that era
 #: ran by default (FP8 on Hopper/CDNA3 in MLPerf and TensorRT-LLM/vLLM docs, FP4 on Blackwell,
 #: 16-bit on Cerebras and SambaNova per their own statements, 8-bit on Groq per SambaNova's
-#: footnote to GT225; TPUs: bf16 in JetStream/vLLM-TPU recipes unless stated).
+#: footnote to GT225; TPUs: bf16 in JetStream/vLLM-TPU recipes unless stated; MI355X: MXFP4 in
+#: AMD's MLPerf v5.1 submissions, "2.7x the tokens per second of MI325X in FP8" on Llama 2 70B per
+#: AMD (rocm.blogs.amd.com mlperf-inference5.1-repro, 2025-09-09; itbrief.news on the same release)).
 DEFAULT_PRECISION = {
     "nvidia": "fp8", "amd": "fp8", "tpu": "bf16", "sram": "bf16",
-    "b200": "fp4", "gb200": "fp4", "groq-lpu": "int8", "a100-sxm": "bf16",
+    "b200": "fp4", "gb200": "fp4", "mi355x": "fp4", "groq-lpu": "int8", "a100-sxm": "bf16",
 }
 
 
