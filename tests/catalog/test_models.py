@@ -110,6 +110,11 @@ def test_a_gated_deltanet_hybrid_caches_kv_only_in_its_attention_layers() -> Non
     assert m.total_params - ungated.total_params == 2 * 2048 * 16 * 256  # the gate doubles q_proj in 2 layers
 
 
+def test_a_config_with_no_attention_layer_at_all_is_refused() -> None:
+    with pytest.raises(TokenfleetError, match="every layer is linear attention"):
+        parse_config({**HYBRID, "layer_types": ["linear_attention"] * 8}, "all-linear")
+
+
 def test_a_hybrid_config_missing_a_linear_attention_field_names_it(tmp_path: Path) -> None:
     cfg = {k: v for k, v in HYBRID.items() if k != "linear_num_value_heads"}
     path = tmp_path / "config.json"

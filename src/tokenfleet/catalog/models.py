@@ -309,6 +309,9 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
     if dense_inter <= 0 and num_experts < layers:
         raise TokenfleetError(f"{name}: field 'intermediate_size' is missing; give the MLP width")
     linear = _linear_layer_flags(cfg, layers)
+    if all(linear):
+        raise TokenfleetError(f"{name}: every layer is linear attention; tokenfleet models hybrids with at least one "
+                              "softmax-attention layer (set 'layer_types' or 'full_attention_interval')")
     gdn = _gated_deltanet(cfg, hidden, name) if any(linear) else (0, 0, 0, 0)
     groups = _group_layers(_moe_layer_flags(cfg, layers, num_experts), _layer_windows(cfg, layers), linear)
     return ModelSpec(
