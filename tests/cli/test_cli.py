@@ -62,3 +62,36 @@ def test_csv_missing_a_column(tmp_path) -> None:  # type: ignore[no-untyped-def]
     bad.write_text("id,model\nX,llama\n")
     out = tokenfleet("validate", "--cases", str(bad))
     assert out.returncode == 2 and "lacks column(s) hardware" in out.stderr
+
+
+def test_your_own_measurements_fit_your_own_stack_and_replace_the_shipped_fit_for_that_kind(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Two MI300X runs 'measured' 2x faster than the shipped cases: calibrate on them, point
+    --efficiency at the fit, and MI300X predictions speed up while H100's stay as shipped."""
+    from tokenfleet.validation.cases import builtin_cases_path
+
+    lines = builtin_cases_path().read_text().splitlines()
+    header, rows = lines[0], [ln for ln in lines if ln.startswith(("GT175,", "GT177,"))]
+    faster = [",".join(f"{float(v) * 2:g}" if i == 14 else v for i, v in enumerate(ln.split(",", 15)[:15])) + "," + ln.split(",", 15)[15]
+              for ln in rows]  # column 14 is the measured total tok/s
+    mine = tmp_path / "mine.csv"
+    mine.write_text("\n".join([header, *faster]) + "\n")
+    fit = tmp_path / "mine.yaml"
+    out = tokenfleet("calibrate", "--cases", str(mine), "--out", str(fit))
+    assert out.returncode == 0 and fit.is_file(), out.stderr
+
+    def speed(chip: str, *extra: str) -> float:
+        res = tokenfleet(*extra, "predict", "-m", "llama-3-8b", "-H", chip, "-b", "16", "-i", "1024", "-o", "1024", "--json")
+        assert res.returncode == 0, res.stderr
+        return float(json.loads(res.stdout)["output_tok_s_total"])
+
+    assert speed("mi300x", "--efficiency", str(fit)) > 1.5 * speed("mi300x")
+    assert speed("h100-sxm", "--efficiency", str(fit)) == pytest.approx(speed("h100-sxm"))
+
+
+@pytest.mark.parametrize("content", [None, "kinds: [1, 2]\n", "kinds: {amd: {params: {mem_eff: fast}}}\n"])
+def test_a_missing_or_malformed_efficiency_file_is_one_line(tmp_path, content: str | None) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "fit.yaml"
+    if content is not None:
+        path.write_text(content)
+    out = tokenfleet("--efficiency", str(path), "compare", "-m", "llama-3.1-8b")
+    assert out.returncode == 2 and "efficiency file" in out.stderr and len(out.stderr.strip().splitlines()) == 1

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -21,6 +22,20 @@ from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Which hardware for which LLM traffic.")
+
+
+@app.callback()
+def _global_options(
+    efficiency: Annotated[Path | None, typer.Option("--efficiency", help="your own fit (from `tokenfleet calibrate --out`) in place of the shipped one "
+                                                    "for the kinds it fits; also $TOKENFLEET_EFFICIENCY")] = None,
+) -> None:
+    """Which hardware for which LLM traffic."""
+    from tokenfleet.perf.efficiency import EFFICIENCY_ENV, read_efficiency_file
+
+    if efficiency is not None:
+        os.environ[EFFICIENCY_ENV] = str(efficiency.resolve())
+    if os.environ.get(EFFICIENCY_ENV):
+        read_efficiency_file(Path(os.environ[EFFICIENCY_ENV]))  # a bad file fails here, in one line, before any work
 catalog_app = typer.Typer(no_args_is_help=True, help="What the built-in catalog knows, and where each figure comes from.")
 app.add_typer(catalog_app, name="catalog")
 console = tables.wide_console()
@@ -153,21 +168,25 @@ def validate(
 @app.command()
 def calibrate(
     cases: CasesOpt = None,
-    write: Annotated[bool, typer.Option("--write", help="store the fit in the package's efficiency.yaml")] = False,
+    write: Annotated[bool, typer.Option("--write", help="store the fit in the package's efficiency.yaml (maintainers)")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="write the fit to this file; use it with --efficiency or $TOKENFLEET_EFFICIENCY")] = None,
 ) -> None:
-    """Fit the efficiency parameters of each hardware family on the calibration rows."""
+    """Fit the efficiency parameters of each hardware family on the calibration rows (your own
+    measurements in the same CSV schema fit your own stack)."""
     from tokenfleet.validation.calibrate import calibrate as fit
     from tokenfleet.validation.calibrate import write_efficiency
     from tokenfleet.validation.cases import read_cases
 
     cases = _cases_path(cases)
     fits = fit(read_cases(cases))
+    if not fits:
+        raise TokenfleetError(f"{cases}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
     for f in fits.values():
         console.print(f"{f.kind:16s} rows={len(f.rows):3d} in-sample MAPE={f.mape:6.1%} band=x{2.718281828 ** f.band_log:.2f}  {f.efficiency}")
-    if write:
-        out = Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"
-        write_efficiency(fits, cases, out)
-        console.print(f"wrote {out}")
+    targets = ([Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"] if write else []) + ([out] if out else [])
+    for target in targets:
+        write_efficiency(fits, cases, target)
+        console.print(f"wrote {target}")
 
 
 @app.command()

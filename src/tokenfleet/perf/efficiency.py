@@ -1,18 +1,30 @@
-"""Calibrated efficiency per hardware kind, stored with the date and rows it was fitted on."""
+"""Calibrated efficiency per hardware kind, stored with the date and rows it was fitted on.
+
+The package ships one fit (`data/efficiency.yaml`, from the published measurements). A user who
+has measured their own stack fits it the same way (`tokenfleet calibrate --cases mine.csv --out
+mine.yaml`) and points `TOKENFLEET_EFFICIENCY` (or `tokenfleet --efficiency mine.yaml ...`) at
+the result: the kinds it fits replace the shipped ones everywhere, in every worker process, and
+in the planner's cache keys; the kinds it leaves out keep the shipped fit.
+"""
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, fields
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import yaml
 
 from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.step import Efficiency
 
 EFFICIENCY_FILE = "data/efficiency.yaml"
+#: Environment variable naming a user's fit (a file `tokenfleet calibrate --out` wrote).
+EFFICIENCY_ENV = "TOKENFLEET_EFFICIENCY"
 
 
 @dataclass(frozen=True)
@@ -25,11 +37,36 @@ class Calibration:
     rows: tuple[str, ...]
 
 
-@cache
 def load_efficiency() -> dict[str, Any]:
-    """The shipped fit, as stored (`kinds.<kind>.params`, `.rows`, ...)."""
-    text = resources.files("tokenfleet.perf").joinpath(EFFICIENCY_FILE).read_text()
-    data: dict[str, Any] = yaml.safe_load(text)
+    """The fit in use, as stored (`kinds.<kind>.params`, `.rows`, ...): the shipped one, with the
+    kinds of the file in `TOKENFLEET_EFFICIENCY` (if set) in place of the shipped ones."""
+    return _merged(os.environ.get(EFFICIENCY_ENV, ""))
+
+
+@cache
+def _merged(user_path: str) -> dict[str, Any]:
+    shipped: dict[str, Any] = yaml.safe_load(resources.files("tokenfleet.perf").joinpath(EFFICIENCY_FILE).read_text())
+    if not user_path:
+        return shipped
+    user = read_efficiency_file(Path(user_path))
+    return {**shipped, "user_file": user_path, "kinds": {**shipped.get("kinds", {}), **user["kinds"]}}
+
+
+def read_efficiency_file(path: Path) -> dict[str, Any]:
+    """A fit written by `tokenfleet calibrate --out`; a missing or malformed file is one line."""
+    if not path.is_file():
+        raise TokenfleetError(f"efficiency file {str(path)!r} not found: write one with `tokenfleet calibrate --cases FILE --out {path}`")
+    try:
+        data: dict[str, Any] = yaml.safe_load(path.read_text())
+        kinds = data["kinds"]
+        for entry in kinds.values():
+            efficiency_from_dict(entry["params"])
+            float(entry.get("band_log", 0.5))
+    except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError) as exc:
+        raise TokenfleetError(f"efficiency file {str(path)!r} is not a fit written by `tokenfleet calibrate --out` "
+                              "(it needs kinds.<kind>.params with numbers); write it again") from exc
+    if not kinds:
+        raise TokenfleetError(f"efficiency file {str(path)!r} fits no hardware kind; write it again with `tokenfleet calibrate --out`")
     return data
 
 
