@@ -95,3 +95,13 @@ def test_a_missing_or_malformed_efficiency_file_is_one_line(tmp_path, content: s
         path.write_text(content)
     out = tokenfleet("--efficiency", str(path), "compare", "-m", "llama-3.1-8b")
     assert out.returncode == 2 and "efficiency file" in out.stderr and len(out.stderr.strip().splitlines()) == 1
+
+
+def test_compare_covers_the_whole_catalog_and_marks_estimated_chips() -> None:
+    from tokenfleet.catalog import all_chips
+
+    out = tokenfleet("compare", "--model", "llama-3.1-8b")
+    assert out.returncode == 0, out.stderr
+    listed = {line.split("│")[1].strip() for line in out.stdout.splitlines() if line.startswith("│")}
+    assert {name.removesuffix(" *") for name in listed} == set(all_chips())
+    assert "cerebras-wse3 *" in listed and "h100-sxm" in listed  # Cerebras's dense compute is an estimate; H100's is not

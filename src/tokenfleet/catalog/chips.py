@@ -97,11 +97,19 @@ class ChipSpec(BaseModel):
 
     def peak_flops_per_s(self, precision: str) -> float:
         """Dense peak for `precision`, falling back to the next wider format the chip has."""
+        return self.get(self.peak_key(precision))
+
+    def peak_key(self, precision: str) -> str:
+        """The figure `peak_flops_per_s` reads for `precision`."""
         order = ["fp4", "fp8", "int8", "bf16"]
         for p in order[order.index(precision) if precision in order else 3 :]:
             if PEAK_KEY[p] in self.figures:
-                return self.get(PEAK_KEY[p])
-        return self.get("bf16_flops_per_s")
+                return PEAK_KEY[p]
+        return "bf16_flops_per_s"
+
+    def estimated(self, *keys: str) -> list[str]:
+        """Which of `keys` are estimates rather than figures a source states."""
+        return [k for k in keys if k in self.figures and self.figures[k].estimate]
 
     def native_precisions(self) -> list[str]:
         """Compute precisions the chip runs natively, narrowest first."""

@@ -19,6 +19,7 @@ from tokenfleet.cli import tables
 from tokenfleet.cli.plan_cmd import plan_command, sweep_command
 from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment
 from tokenfleet.errors import TokenfleetError
+from tokenfleet.perf.precision import check_precision
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Which hardware for which LLM traffic.")
@@ -40,7 +41,6 @@ catalog_app = typer.Typer(no_args_is_help=True, help="What the built-in catalog 
 app.add_typer(catalog_app, name="catalog")
 console = tables.wide_console()
 
-DEFAULT_COMPARE = ["h100-sxm", "h200-sxm", "b200", "mi300x", "mi325x", "tpu-v6e", "tpu-v7", "groq-lpu", "cerebras-wse3", "sambanova-sn40l"]
 ModelOpt = Annotated[str, typer.Option("--model", "-m", help="catalog name, Hugging Face id, or path to a config.json")]
 InputOpt = Annotated[int, typer.Option("--input", "-i", help="prompt tokens per request")]
 OutputOpt = Annotated[int, typer.Option("--output", "-o", help="generated tokens per request")]
@@ -112,7 +112,7 @@ def compare(
     input_tokens: InputOpt = 1000,
     output_tokens: OutputOpt = 500,
     batch: BatchOpt = 1,
-    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="comma-separated chip ids (default: a cross-family set)")] = None,
+    hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="comma-separated chip ids (default: every chip in the catalog)")] = None,
     precision: PrecisionOpt = "bf16",
     sort: Annotated[str, typer.Option(help="sort key: tok_s_user, tok_s_chip, usd_per_mtok")] = "tok_s_user",
     json_out: JsonOpt = False,
@@ -122,7 +122,7 @@ def compare(
     work = Workload(batch, input_tokens, output_tokens)
     rows: list[Prediction] = []
     failures: dict[str, str] = {}
-    for chip in parse_hardware_list(hardware, DEFAULT_COMPARE):
+    for chip in parse_hardware_list(hardware, sorted(all_chips())):
         try:
             dep = resolve_deployment(spec, chip, work, "auto", precision=precision)
             rows.append(predict_static(spec, chip, dep, work))
@@ -135,7 +135,7 @@ def compare(
     if json_out:
         emit_json({"rows": [r.as_dict() for r in rows], "not_predicted": failures})
     else:
-        console.print(tables.compare_table(rows, spec.name, work))
+        console.print(tables.compare_table(rows, spec.name, work, {r.hardware: get_chip(r.hardware) for r in rows}, check_precision(precision)))
         for chip_id, why in failures.items():
             console.print(f"[yellow]{chip_id}[/]: {why}")
 
