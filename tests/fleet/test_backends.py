@@ -49,3 +49,23 @@ def test_missing_ray_through_the_cli_keeps_the_extra_in_brackets(plan_path: Path
     (plan_path.parent / "ray.py").write_text("raise ImportError('not installed')\n")  # shadows any installed Ray
     out = tokenfleet("plan", str(plan_path), "--backend", "ray", "--no-cache", "-q", env_extra={"PYTHONPATH": str(plan_path.parent)})
     assert out.returncode == 2 and out.stderr.strip() == 'error: --backend ray needs Ray: pip install "tokenfleet[ray]"'
+
+
+AMD_FIT = "kinds:\n  amd:\n    params: {mem_eff: 0.9, compute_eff: 0.9, layer_overhead_s: 0, moe_layer_overhead_s: 0, step_overhead_s: 0}\n"
+
+
+def test_a_worker_with_another_calibration_refuses_the_job_instead_of_caching_its_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The planner keys a job with its own fit; a worker that sees another (say a Ray node without
+    the user's fit) must not answer under that key."""
+    from tokenfleet.catalog import get_chip
+    from tokenfleet.fleet.backends import execute
+    from tokenfleet.fleet.planner import prepare
+    from tokenfleet.perf.efficiency import EFFICIENCY_DATA_ENV, calibration_for
+
+    plan = parse_plan(tiny_plan(hardware=["mi300x"]))
+    job = next(iter(prepare(plan).jobs.values()))
+    assert job.key  # keyed with the shipped fit, as the planner does before dispatch
+    monkeypatch.setenv(EFFICIENCY_DATA_ENV, AMD_FIT)  # this "worker" sees a user's fit
+    assert calibration_for(get_chip("mi300x")).efficiency.compute_eff == 0.9
+    with pytest.raises(TokenfleetError, match="sees this capacity job differently"):
+        execute(job)

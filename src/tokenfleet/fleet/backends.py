@@ -19,7 +19,8 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from tokenfleet.errors import TokenfleetError
-from tokenfleet.fleet.cache import Cache
+from tokenfleet.fleet.cache import Cache, digest
+from tokenfleet.perf.efficiency import EFFICIENCY_DATA_ENV, EFFICIENCY_ENV
 
 Backend = Literal["local", "ray"]
 BACKENDS = ("local", "ray")
@@ -31,13 +32,22 @@ class Job(Protocol):
     @property
     def key(self) -> str: ...
 
+    def identity(self) -> dict[str, Any]: ...
+
     def about(self) -> dict[str, Any]: ...
 
     def run(self) -> dict[str, Any]: ...
 
 
 def execute(job: Job) -> tuple[str, dict[str, Any]]:
-    """Run one job (in a worker process or a Ray task)."""
+    """Run one job (in a worker process or a Ray task), after checking that this worker would key
+    it as the planner did: a worker with other code or another calibration would otherwise put
+    its numbers in the cache under the planner's key."""
+    if digest(job.identity()) != job.key:
+        raise TokenfleetError(
+            f"a worker sees this {job.kind} job differently from the planner (other tokenfleet code or calibration "
+            f"on the worker): install the same version there and give it the same {EFFICIENCY_ENV}"
+        )
     return job.key, job.run()
 
 
@@ -130,6 +140,9 @@ class Runner:
             ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **local)
             self._ray_started = True
         task = ray.remote(execute)
+        if os.environ.get(EFFICIENCY_ENV):  # a user's fit travels with the tasks, not as a path the cluster lacks
+            with open(os.environ[EFFICIENCY_ENV]) as f:
+                task = task.options(runtime_env={"env_vars": {EFFICIENCY_DATA_ENV: f.read()}})
         pending = [task.remote(j) for j in jobs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -25,6 +25,8 @@ from tokenfleet.perf.step import Efficiency
 EFFICIENCY_FILE = "data/efficiency.yaml"
 #: Environment variable naming a user's fit (a file `tokenfleet calibrate --out` wrote).
 EFFICIENCY_ENV = "TOKENFLEET_EFFICIENCY"
+#: ... or holding the fit's text itself (how Ray tasks on other machines receive it).
+EFFICIENCY_DATA_ENV = "TOKENFLEET_EFFICIENCY_YAML"
 
 
 @dataclass(frozen=True)
@@ -39,34 +41,40 @@ class Calibration:
 
 def load_efficiency() -> dict[str, Any]:
     """The fit in use, as stored (`kinds.<kind>.params`, `.rows`, ...): the shipped one, with the
-    kinds of the file in `TOKENFLEET_EFFICIENCY` (if set) in place of the shipped ones."""
-    return _merged(os.environ.get(EFFICIENCY_ENV, ""))
+    kinds of the user's fit (`TOKENFLEET_EFFICIENCY_YAML`, else the file in
+    `TOKENFLEET_EFFICIENCY`) in place of the shipped ones."""
+    return _merged(os.environ.get(EFFICIENCY_ENV, ""), os.environ.get(EFFICIENCY_DATA_ENV, ""))
 
 
 @cache
-def _merged(user_path: str) -> dict[str, Any]:
+def _merged(user_path: str, user_text: str) -> dict[str, Any]:
     shipped: dict[str, Any] = yaml.safe_load(resources.files("tokenfleet.perf").joinpath(EFFICIENCY_FILE).read_text())
-    if not user_path:
+    if not (user_path or user_text):
         return shipped
-    user = read_efficiency_file(Path(user_path))
-    return {**shipped, "user_file": user_path, "kinds": {**shipped.get("kinds", {}), **user["kinds"]}}
+    user = parse_efficiency(user_text, EFFICIENCY_DATA_ENV) if user_text else read_efficiency_file(Path(user_path))
+    return {**shipped, "kinds": {**shipped.get("kinds", {}), **user["kinds"]}}
 
 
 def read_efficiency_file(path: Path) -> dict[str, Any]:
     """A fit written by `tokenfleet calibrate --out`; a missing or malformed file is one line."""
     if not path.is_file():
         raise TokenfleetError(f"efficiency file {str(path)!r} not found: write one with `tokenfleet calibrate --cases FILE --out {path}`")
+    return parse_efficiency(path.read_text(), str(path))
+
+
+def parse_efficiency(text: str, where: str) -> dict[str, Any]:
+    """A fit's text, checked: `kinds.<kind>.params` of numbers; else one line naming `where`."""
     try:
-        data: dict[str, Any] = yaml.safe_load(path.read_text())
+        data: dict[str, Any] = yaml.safe_load(text)
         kinds = data["kinds"]
         for entry in kinds.values():
             efficiency_from_dict(entry["params"])
             float(entry.get("band_log", 0.5))
     except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError) as exc:
-        raise TokenfleetError(f"efficiency file {str(path)!r} is not a fit written by `tokenfleet calibrate --out` "
+        raise TokenfleetError(f"efficiency file {where!r} is not a fit written by `tokenfleet calibrate --out` "
                               "(it needs kinds.<kind>.params with numbers); write it again") from exc
     if not kinds:
-        raise TokenfleetError(f"efficiency file {str(path)!r} fits no hardware kind; write it again with `tokenfleet calibrate --out`")
+        raise TokenfleetError(f"efficiency file {where!r} fits no hardware kind; write it again with `tokenfleet calibrate --out`")
     return data
 
 
