@@ -150,6 +150,19 @@ def test_prefix_caching_skips_prefill_of_resident_blocks() -> None:
     assert records[1]["first_token_s"] - records[1]["arrival_s"] < records[0]["first_token_s"]
 
 
+def test_a_hybrid_reuses_a_prefix_only_in_whole_prefill_steps_as_vllm_align_mode_checkpoints_it() -> None:
+    """Qwen3-Next's linear layers resume only from a checkpointed state (one per prefill step end):
+    with 1,024-token steps, 2.5 shared blocks of 512 give 1,024 reusable tokens; with 8,192-token
+    steps, a 4,096-token prompt's prefix is never reusable (vLLM issue #51250: 0% hits)."""
+    model, dep, chip = get_model("qwen3-next-80b-a3b"), deployment(chips=2, tp=2), get_chip("h200-sxm")
+    trace = trace_of([0.0, 5.0], [1280, 1280], [10, 10], ((1, 2, 3), (1, 2, 3)))
+    for budget, reused in ((1024, 1024), (8192, 0)):
+        buf = io.StringIO()
+        simulate(model, chip, dep, trace, SchedulerConfig(max_num_batched_tokens=budget), requests_out=buf)
+        second = [json.loads(line) for line in buf.getvalue().splitlines()][1]
+        assert second["prefix_hit_tokens"] == reused
+
+
 def test_speculative_decoding_speeds_up_decode() -> None:
     trace = trace_of([0.0], [500], [400])
     plain, _ = run(trace)

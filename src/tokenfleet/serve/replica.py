@@ -23,7 +23,7 @@ class Replica:
 
     def __init__(self, cost: StepModel, cfg: SchedulerConfig, pool: KvPool, metrics: Metrics):
         self.cost, self.cfg, self.metrics, self.pool = cost, cfg, metrics, pool
-        self.sched = Scheduler(cfg, pool, cost.window)
+        self.sched = Scheduler(cfg, pool, cost.window, recurrent_state=cost.model.num_linear_layers > 0)
         self.clock = 0.0
         self.busy_s = self.energy_j = self.kv_token_s = 0.0
         self.draft_factor = 1 + cfg.spec.draft_tokens * cfg.spec.draft_cost_ratio

@@ -76,8 +76,13 @@ class KvPool:
 class Scheduler:
     """FCFS admission; decoding requests first, then prompt chunks; newest preempted first."""
 
-    def __init__(self, cfg: SchedulerConfig, pool: KvPool, window_tokens: float = math.inf):
+    def __init__(self, cfg: SchedulerConfig, pool: KvPool, window_tokens: float = math.inf, recurrent_state: bool = False):
         self.cfg, self.pool, self.window = cfg, pool, window_tokens
+        #: A model with linear-attention layers can resume only where a state was checkpointed: vLLM's
+        #: `mamba_cache_mode=align` saves one at each prefill step's end, so a prefix hit counts only in
+        #: whole steps' worth of prefix blocks (an 8,192-token step: prompts shorter than that never hit).
+        block = cfg.prefix_block_tokens
+        self.prefix_step_tokens = max(cfg.max_num_batched_tokens // block, 1) * block if recurrent_state else block
         self.reserve = cfg.reserve_output_kv
         self.e = cfg.spec.tokens_per_step  # tokens accepted per decode step (1 without speculation)
         self.t = cfg.spec.draft_tokens + 1  # tokens verified per decode step
@@ -310,9 +315,10 @@ class Scheduler:
                 break
             self.prefix.move_to_end(block)
             hits += 1
+        usable = hits * self.cfg.prefix_block_tokens // self.prefix_step_tokens * self.prefix_step_tokens
         self.prefix_lookups += len(req.prefix)
-        self.prefix_hits += hits
-        return min(hits * self.cfg.prefix_block_tokens, req.prompt - 1)
+        self.prefix_hits += usable // self.cfg.prefix_block_tokens
+        return min(usable, req.prompt - 1)
 
     def remember_prefix(self, req: Request) -> None:
         for block in req.prefix:
