@@ -135,7 +135,7 @@ def compare(
     if json_out:
         emit_json({"rows": [r.as_dict() for r in rows], "not_predicted": failures})
     else:
-        console.print(tables.compare_table(rows, spec.name, work, {r.hardware: get_chip(r.hardware) for r in rows}, check_precision(precision)))
+        console.print(tables.compare_table(rows, spec.name, work, check_precision(precision)))
         for chip_id, why in failures.items():
             console.print(f"[yellow]{chip_id}[/]: {why}")
 

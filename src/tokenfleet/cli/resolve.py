@@ -29,9 +29,8 @@ def resolve_deployment(
     """`--chips auto` picks the smallest deployment that fits; otherwise TP x PP must equal chips."""
     prec = check_precision(precision)
     precs = {"weight_precision": prec, "kv_precision": kv_precision_for(prec)}
-    kv_bytes = model.kv_bytes(work.input_tokens + work.output_tokens, bytes_per_elem(precs["kv_precision"])) * work.batch
     if chips == "auto" and tp is None and pp is None:
-        return auto_deployment(model, chip, kv_bytes, work.batch, **precs)
+        return auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precs)
     n = _positive_int(chips, "--chips") if chips != "auto" else (tp or 1) * (pp or 1)
     if tp is None and pp is None:
         return layout(chip, n, ep=ep or 1, **precs)

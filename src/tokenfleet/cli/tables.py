@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.progress import track
 from rich.table import Table
 
-from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.chips import ChipSpec, get_chip
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.catalog.pricing import chip_hour_usd, price_basis
 from tokenfleet.perf.precision import COMPUTE_FORMAT
@@ -102,7 +102,7 @@ def prediction_panel(p: Prediction) -> Table:
     return t
 
 
-def compare_table(rows: list[Prediction], model: str, work: Workload, chips: dict[str, ChipSpec], precision: str) -> Table:
+def compare_table(rows: list[Prediction], model: str, work: Workload, precision: str) -> Table:
     """One row per chip; `*` marks a chip whose compute peak or weight-memory bandwidth for this
     run is an estimate in the catalog (`tokenfleet catalog show CHIP` says which and why)."""
     t = Table(title=f"{model}: batch {work.batch}, {work.input_tokens} in / {work.output_tokens} out",
@@ -110,7 +110,7 @@ def compare_table(rows: list[Prediction], model: str, work: Workload, chips: dic
     for col in ("hardware", "deployment", "TTFT ms", "tok/s/user", "tok/s/chip", "$/Mtok", "J/tok", "bound", "weights in"):
         t.add_column(col, justify="right" if col not in ("hardware", "deployment", "bound", "weights in") else "left")
     for p in rows:
-        chip = chips[p.hardware]
+        chip = get_chip(p.hardware)
         key = chip.estimated(chip.peak_key(COMPUTE_FORMAT[precision]), f"{p.weights_tier}_bytes_per_s")
         t.add_row(p.hardware + (" *" if key else ""), p.deployment, f"{p.ttft_s * 1e3:,.0f}", f"{p.output_tok_s_per_user:,.0f}",
                   f"{p.output_tok_s_per_chip:,.1f}", f"{p.usd_per_mtok:,.2f}", f"{p.joules_per_token:,.2f}", p.bound, p.weights_tier)

@@ -124,9 +124,8 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
     notes: list[str] = []
     for prec in entry.precisions:
         precs = {"weight_precision": prec, "kv_precision": kv_precision_for(prec)}
-        kv_bytes = model.kv_bytes(longest_tokens, bytes_per_elem(precs["kv_precision"])) * KV_LONGEST_REQUESTS
         try:
-            smallest = auto_deployment(model, chip, kv_bytes, KV_LONGEST_REQUESTS, **precs)
+            smallest = auto_deployment(model, chip, KV_LONGEST_REQUESTS, longest_tokens, **precs)
         except TokenfleetError as exc:
             notes.append(f"{chip.id} {prec}: {model.name}: {exc}")
             continue

@@ -30,17 +30,17 @@ def _candidate_counts(chip: ChipSpec, min_chips: int) -> list[int]:
     return [c for c in counts if c <= MAX_AUTO_CHIPS]
 
 
-def auto_deployment(model: ModelSpec, chip: ChipSpec, kv_bytes_needed: float = 0.0, sequences: float = 0.0, **precisions: str) -> Deployment:
+def auto_deployment(model: ModelSpec, chip: ChipSpec, sequences: float = 0.0, context_tokens: float = 0.0, **precisions: str) -> Deployment:
     """The fewest chips (powers of two on GPUs and TPUs, whole nodes on SRAM systems) that fit the
-    weights, `kv_bytes_needed` of KV cache and the linear-attention state of `sequences`."""
+    weights and the cache of `sequences` sequences of `context_tokens` each."""
     probe = Deployment(chips=1, tp=1, pp=1, **precisions)
-    one = plan_memory(model, chip, probe, kv_bytes_needed, sequences)
+    one = plan_memory(model, chip, probe, sequences, context_tokens)
     per_chip = (chip.sram_bytes if chip.weights_on_chip else 0.0) + chip.hbm_bytes
     lower = max(1, math.floor(one.needed_bytes / max(per_chip * USABLE_FRACTION, 1.0)))
     dep = probe
     for chips in _candidate_counts(chip, lower):
         dep = layout(chip, chips, 1, **precisions)
-        if plan_memory(model, chip, dep, kv_bytes_needed, sequences).fits:
+        if plan_memory(model, chip, dep, sequences, context_tokens).fits:
             return dep
-    require_fit(plan_memory(model, chip, dep, kv_bytes_needed, sequences), dep, chip)
+    require_fit(plan_memory(model, chip, dep, sequences, context_tokens), dep, chip)
     raise TokenfleetError(f"{model.name} does not fit on up to {MAX_AUTO_CHIPS} x {chip.id}")

@@ -58,11 +58,11 @@ class MemoryPlan:
                 and self.kv_bytes_per_chip + self.state_bytes_per_chip <= self.kv_capacity_bytes_per_chip)
 
 
-def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, kv_bytes_needed: float = 0.0, sequences: float = 0.0) -> MemoryPlan:
-    """Place weights, `kv_bytes_needed` of KV cache and the linear-attention state of `sequences`
-    running sequences; SRAM first on SRAM-first chips."""
+def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float = 0.0, context_tokens: float = 0.0) -> MemoryPlan:
+    """Place weights and the cache of `sequences` running sequences of `context_tokens` each (their
+    KV and any linear-attention state); SRAM first on SRAM-first chips."""
     weights = model.total_params * bytes_per_elem(dep.weight_precision) / dep.chips
-    kv = kv_bytes_needed / kv_shards(model, dep)
+    kv = sequences * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
     kv_per_token = model.kv_bytes_per_token(bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
     state_per_seq = model.state_bytes(state_bytes_per_elem(dep)) / state_shards(model, dep)
     cache = kv + sequences * state_per_seq  # what the KV tier must hold

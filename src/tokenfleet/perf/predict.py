@@ -16,7 +16,6 @@ from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.efficiency import calibration_for
 from tokenfleet.perf.memory import MemoryPlan, require_fit
-from tokenfleet.perf.precision import bytes_per_elem
 from tokenfleet.perf.step import (
     BatchShape,
     Efficiency,
@@ -110,8 +109,7 @@ def decode_shapes(model: ModelSpec, work: Workload) -> BatchShape:
 
 
 def step_model(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> StepModel:
-    kv_needed = model.kv_bytes(work.input_tokens + work.output_tokens, bytes_per_elem(dep.kv_precision)) * work.batch
-    return StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, kv_needed, work.batch)
+    return StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, work.batch, work.input_tokens + work.output_tokens)
 
 
 def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> Prediction:

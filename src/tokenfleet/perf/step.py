@@ -139,10 +139,10 @@ class StepTime:
 class StepModel:
     """Step costs of one model on one deployment of one chip; constants are computed once."""
 
-    def __init__(self, model: ModelSpec, chip: ChipSpec, dep: Deployment, eff: Efficiency, kv_bytes_needed: float = 0.0,
-                 sequences: float = 0.0):
+    def __init__(self, model: ModelSpec, chip: ChipSpec, dep: Deployment, eff: Efficiency, sequences: float = 0.0,
+                 context_tokens: float = 0.0):
         self.model, self.chip, self.dep, self.eff = model, chip, dep, eff
-        self.memory: MemoryPlan = plan_memory(model, chip, dep, kv_bytes_needed, sequences)
+        self.memory: MemoryPlan = plan_memory(model, chip, dep, sequences, context_tokens)
         w_bytes = bytes_per_elem(dep.weight_precision)
         self.kv_elem_bytes = bytes_per_elem(dep.kv_precision)
         self.act_bytes = bytes_per_elem(dep.act_precision)

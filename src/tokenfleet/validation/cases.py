@@ -22,7 +22,6 @@ from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import plan_memory
-from tokenfleet.perf.precision import bytes_per_elem
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.validation.served import (
@@ -129,8 +128,7 @@ def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload)
     kv_prec = "fp8" if prec in ("fp8", "fp4") else "bf16"
     precisions = {"weight_precision": prec, "kv_precision": kv_prec}
     if case.num_chips in ("", "auto"):
-        kv_bytes = model.kv_bytes(work.input_tokens + work.output_tokens, 2 if kv_prec == "bf16" else 1) * work.batch
-        return auto_deployment(model, chip, kv_bytes, work.batch, **precisions)
+        return auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precisions)
     chips = _int(case.num_chips, 1)
     tp, pp, ep = _int(case.tp, 0), _int(case.pp, 0), _int(case.ep, 1)
     if tp and tp * max(pp, 1) == chips:  # TPU7x counts TensorCores in tp: fall through to layout
@@ -159,7 +157,6 @@ def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload,
     instance per GPU or per pair of GPUs where it fits."""
     if case.tp or case.num_chips in ("", "auto") or "one instance" in case.notes:
         return [Layout(dep)]
-    kv_bytes = model.kv_bytes(work.input_tokens + work.output_tokens, bytes_per_elem(dep.kv_precision))
     precisions = {"weight_precision": dep.weight_precision, "kv_precision": dep.kv_precision}
     out = []
     for size in (2**i for i in range(13)):
@@ -168,7 +165,7 @@ def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload,
         if dep.chips % size:
             continue
         replica = dep if size == dep.chips else layout(chip, size, ep=_int(case.ep, 1), **precisions)
-        if plan_memory(model, chip, replica, kv_bytes, sequences=1).fits:
+        if plan_memory(model, chip, replica, 1, work.input_tokens + work.output_tokens).fits:
             out.append(Layout(replica, dep.chips // size))
     return out or [Layout(dep)]
 
