@@ -6,7 +6,7 @@ from tokenfleet.catalog.chips import ChipSpec, get_chip
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
-from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.deployment import Deployment, parallelism_problem, tp_sizes
 from tokenfleet.perf.precision import bytes_per_elem, check_precision
 from tokenfleet.perf.predict import Workload
 
@@ -26,20 +26,47 @@ def resolve_deployment(
     ep: int | None = None,
     precision: str = "bf16",
 ) -> Deployment:
-    """`--chips auto` picks the smallest deployment that fits; otherwise TP x PP must equal chips."""
+    """`--chips auto` picks the smallest deployment that fits; otherwise TP x PP must equal chips,
+    in a layout serving engines can run (see `parallelism_problem`)."""
     prec = check_precision(precision)
+    for flag, value in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
+        if value is not None and value <= 0:
+            raise TokenfleetError(f"{flag} must be a positive integer, got {value}")
+    if ep not in (None, 1) and not model.is_moe:
+        raise TokenfleetError(f"--ep applies to mixture-of-experts models; {model.name} is dense: drop --ep")
     precs = {"weight_precision": prec, "kv_precision": kv_precision_for(prec)}
     if chips == "auto" and tp is None and pp is None:
-        return auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precs)
-    n = _positive_int(chips, "--chips") if chips != "auto" else (tp or 1) * (pp or 1)
-    if tp is None and pp is None:
-        return layout(chip, n, ep=ep or 1, **precs)
-    tp_ = tp or n // (pp or 1)
-    pp_ = pp or n // tp_
-    try:
-        return Deployment(chips=n, tp=tp_, pp=pp_, ep=ep or 1, **precs)
-    except ValueError as exc:
-        raise TokenfleetError(f"bad deployment: {str(exc).splitlines()[-1].strip()}") from None
+        dep = auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precs)
+        n = dep.chips
+    else:
+        n = _positive_int(chips, "--chips") if chips != "auto" else (tp or 1) * (pp or 1)
+        if tp is None and pp is None:
+            dep = layout(model, chip, n, ep=ep or 1, **precs)
+        else:
+            tp_ = tp or max(n // (pp or 1), 1)
+            pp_ = pp or max(n // tp_, 1)
+            if tp_ * pp_ != n:
+                raise TokenfleetError(f"--tp {tp_} x --pp {pp_} = {tp_ * pp_} chips, but --chips is {n}: make them agree")
+            dep = Deployment(chips=n, tp=tp_, pp=pp_, **precs)
+    if ep is not None and ep != dep.ep:
+        if ep > dep.tp or dep.tp % ep:
+            raise TokenfleetError(f"--ep {ep} must divide the tensor-parallel size of {dep.describe()} "
+                                  "(experts are spread over the chips of one stage): set --tp or --chips to a multiple of it")
+        dep = Deployment(**{**dep.model_dump(), "ep": ep})
+    problem = parallelism_problem(model, chip, dep)
+    if problem:
+        raise TokenfleetError(f"cannot lay out {n} x {chip.id} as {dep.describe()}: {problem}; {_fix(model, chip, dep)}")
+    return dep
+
+
+def _fix(model: ModelSpec, chip: ChipSpec, dep: Deployment) -> str:
+    """What to ask for instead of a layout `parallelism_problem` refuses."""
+    if dep.ep > 1 and model.num_experts % dep.ep:
+        sizes = [e for e in range(2, dep.tp + 1) if dep.tp % e == 0 and model.num_experts % e == 0]
+        return f"use --ep {' or '.join(map(str, sizes))}" if sizes else "drop --ep"
+    if dep.pp > model.num_layers:
+        return f"use at most {model.num_layers * dep.tp} chips, or --chips auto"
+    return f"use --tp {', '.join(map(str, tp_sizes(model, chip, max(dep.tp, chip.scaleup_domain_chips))))}"
 
 
 def _positive_int(text: str, flag: str) -> int:

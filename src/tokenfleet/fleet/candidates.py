@@ -134,8 +134,8 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
                          f"{smallest.chips} chips per replica; max_chips_per_replica is {entry.max_chips_per_replica}")
             continue
         for n in chip_counts(chip, smallest.chips, entry.max_chips_per_replica):
-            dense = layout(chip, n, 1, **precs)
-            expert = layout(chip, n, n, **precs)  # MoE: experts spread over the whole TP group
+            dense = layout(model, chip, n, 1, **precs)
+            expert = layout(model, chip, n, n, **precs)  # MoE: experts spread over the whole TP group
             out += [dense] + ([expert] if model.is_moe and expert != dense else [])
     return out, notes
 

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.perf.precision import check_precision
+
+#: Families whose serving engines (vLLM, SGLang, TensorRT-LLM) split attention heads evenly over
+#: tensor parallelism and whole layers over pipeline stages; XLA on TPUs pads uneven shardings and
+#: the SRAM systems' compilers split layers over many chips, so neither rule binds there.
+HEAD_SPLIT_FAMILIES = ("nvidia", "amd")
 
 
 class Deployment(BaseModel):
@@ -37,3 +44,30 @@ class Deployment(BaseModel):
             parts.append(f"EP{self.ep}")
         parts.append(self.weight_precision)
         return " ".join(parts)
+
+
+def parallelism_problem(model: ModelSpec, chip: ChipSpec, dep: Deployment) -> str | None:
+    """Why serving engines could not lay `model` out as `dep` on `chip` (None when they can):
+    vLLM and TensorRT-LLM need TP to divide the attention heads and to divide, or be a multiple
+    of, the KV heads (which are then replicated), at most one pipeline stage per layer, and
+    expert parallelism only on MoE models, dividing their experts."""
+    if chip.family in HEAD_SPLIT_FAMILIES:
+        if model.num_heads % dep.tp:
+            return f"TP {dep.tp} does not divide {model.name}'s {model.num_heads} attention heads"
+        kv = model.num_kv_heads
+        if not model.is_mla and kv % dep.tp and dep.tp % kv:
+            return f"TP {dep.tp} neither divides nor is a multiple of {model.name}'s {kv} KV heads"
+        if dep.pp > model.num_layers:
+            return f"PP {dep.pp} exceeds {model.name}'s {model.num_layers} layers (one stage holds at least one layer)"
+    if dep.ep > 1 and not model.is_moe:
+        return f"EP {dep.ep} applies to mixture-of-experts models; {model.name} is dense"
+    if dep.ep > 1 and model.num_experts % dep.ep:
+        return f"EP {dep.ep} does not divide {model.name}'s {model.num_experts} experts"
+    return None
+
+
+def tp_sizes(model: ModelSpec, chip: ChipSpec, limit: int) -> list[int]:
+    """TP sizes up to `limit` that `parallelism_problem` accepts for `model` on `chip`."""
+    probe = {"chips": 1, "tp": 1, "pp": 1}
+    return [t for t in range(1, limit + 1)
+            if parallelism_problem(model, chip, Deployment(**{**probe, "chips": t, "tp": t})) is None]

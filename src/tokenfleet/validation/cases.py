@@ -133,7 +133,7 @@ def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload)
     tp, pp, ep = _int(case.tp, 0), _int(case.pp, 0), _int(case.ep, 1)
     if tp and tp * max(pp, 1) == chips:  # TPU7x counts TensorCores in tp: fall through to layout
         return Deployment(chips=chips, tp=tp, pp=max(pp, 1), ep=min(ep, tp), **precisions)
-    return layout(chip, chips, ep=ep, **precisions)
+    return layout(model, chip, chips, ep=ep, **precisions)
 
 
 @functools.cache
@@ -164,7 +164,7 @@ def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload,
             break
         if dep.chips % size:
             continue
-        replica = dep if size == dep.chips else layout(chip, size, ep=_int(case.ep, 1), **precisions)
+        replica = dep if size == dep.chips else layout(model, chip, size, ep=_int(case.ep, 1), **precisions)
         if plan_memory(model, chip, replica, 1, work.input_tokens + work.output_tokens).fits:
             out.append(Layout(replica, dep.chips // size))
     return out or [Layout(dep)]
