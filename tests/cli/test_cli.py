@@ -49,6 +49,7 @@ def test_validate_json_shape() -> None:
         (["predict", "-m", "llama-3.1-70b", "-H", "h100-sxm", "--chips", "8", "--ep", "2"], "is dense: drop --ep"),
         (["predict", "-m", "mixtral-8x7b", "-H", "h100-sxm", "--chips", "4", "--ep", "8"], "--ep 8 must divide"),
         (["predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--tp", "0"], "--tp must be a positive integer"),
+        (["compare", "-m", "llama-2-7b", "--input", "4000", "--output", "200"], "exceed llama-2-7b's 4,096-token context window"),
         (["predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--precision", "fp7"], "unknown precision"),
         (["validate", "--cases", "/no/such.csv"], "not found"),
         (["predict", "-m", "llama-3.1-8b"], "Missing option"),

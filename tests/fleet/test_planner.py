@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.fleet.conftest import runner, tiny_plan
+from tests.fleet.conftest import TINY, runner, tiny_plan
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.fleet.cache import Cache
 from tokenfleet.fleet.optimize import Solution
@@ -105,3 +105,11 @@ def test_a_pair_keeps_its_strikes_in_a_pool_of_its_own(tmp_path: Path, monkeypat
         plan_fleet(plan, r)
     assert len(units) == 3
     assert planner.DEDICATED not in units[0] and units[2].endswith(f"{planner.DEDICATED}code")
+
+
+def test_a_model_whose_context_is_shorter_than_a_class_s_requests_is_not_considered() -> None:
+    """Azure conversations run to 14k tokens; Llama-3-8B's window is 8,192, so engines would refuse some."""
+    chat, code = TINY["classes"]
+    ctx = prepare(parse_plan(tiny_plan(classes=[{**chat, "models": ["llama-3-8b", "llama-3.1-8b"]}, code])))
+    assert {ch.candidate.model for ch in ctx.choices if ch.cls == "chat"} == {"llama-3.1-8b"}
+    assert any("chat: llama-3-8b not considered: its 8,192-token context" in n for n in ctx.notes)

@@ -184,4 +184,16 @@ def test_bad_inputs() -> None:
     with pytest.raises(TokenfleetError, match="must look like"):
         run(trace_of([0.0], [10], [10]), slo={"p99_ttft_ms": "fast"})
     with pytest.raises(TokenfleetError, match="needs .* tokens of KV cache"):
+        run(trace_of([0.0], [100_000], [10]), kv_blocks=64)
+    with pytest.raises(TokenfleetError, match="every request of trace 't' exceeds llama-3.1-8b's 131,072-token context"):
         run(trace_of([0.0], [10_000_000], [10]))
+
+
+def test_a_request_longer_than_the_context_window_is_refused_and_counted_as_vllm_does() -> None:
+    # 131,072 tokens is llama-3.1-8b's context: the second request's prompt + output is one over
+    trace = trace_of([0.0, 0.1, 0.2], [1000, 131_000, 500], [10, 73, 10])
+    summary, records = run(trace, slo={"p99_ttft_ms": "<=60000"})
+    assert (summary["completed"], summary["failed"]) == (2, 1)
+    assert sorted(r["id"] for r in records) == [0, 1, 2]  # every request is accounted for once
+    assert [r for r in records if "failed" in r][0]["id"] == 1
+    assert summary["goodput_fraction"] == pytest.approx(2 / 3)  # a refused request is not good

@@ -60,3 +60,11 @@ def test_synthetic_processes() -> None:
 def test_bad_trace_input(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TokenfleetError, match=message):
         call()
+
+
+@pytest.mark.parametrize(("row", "message"), [("0,nan,10", "a nan or infinite value"), ("0,100,-3", "negative token counts"), ("inf,100,3", "a nan or infinite value")])
+def test_a_bad_value_in_a_user_trace_names_the_file(tmp_path: Path, row: str, message: str) -> None:
+    path = tmp_path / "mine.csv"
+    path.write_text(f"arrival_s,input_tokens,output_tokens\n0,100,10\n{row}\n")
+    with pytest.raises(TokenfleetError, match=f"trace '.*mine.csv' has a bad value \\({message}"):
+        load_trace(str(path))

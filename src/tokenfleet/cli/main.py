@@ -20,7 +20,7 @@ from tokenfleet.cli.plan_cmd import plan_command, sweep_command
 from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.precision import check_precision
-from tokenfleet.perf.predict import Prediction, Workload, predict_static
+from tokenfleet.perf.predict import Prediction, Workload, check_context, predict_static
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Which hardware for which LLM traffic.")
 
@@ -120,6 +120,10 @@ def compare(
     """One row per chip with its smallest deployment that fits, sorted."""
     spec = get_model(model)
     work = Workload(batch, input_tokens, output_tokens)
+    check_context(spec, work)
+    keys = {"tok_s_user": lambda p: -p.output_tok_s_per_user, "tok_s_chip": lambda p: -p.output_tok_s_per_chip, "usd_per_mtok": lambda p: p.usd_per_mtok}
+    if sort not in keys:
+        raise TokenfleetError(f"unknown --sort {sort!r}: choose one of: {', '.join(keys)}")
     rows: list[Prediction] = []
     failures: dict[str, str] = {}
     for chip in parse_hardware_list(hardware, sorted(all_chips())):
@@ -128,9 +132,6 @@ def compare(
             rows.append(predict_static(spec, chip, dep, work))
         except TokenfleetError as exc:
             failures[chip.id] = str(exc)
-    keys = {"tok_s_user": lambda p: -p.output_tok_s_per_user, "tok_s_chip": lambda p: -p.output_tok_s_per_chip, "usd_per_mtok": lambda p: p.usd_per_mtok}
-    if sort not in keys:
-        raise TokenfleetError(f"unknown --sort {sort!r}: choose one of: {', '.join(keys)}")
     rows.sort(key=keys[sort])
     if json_out:
         emit_json({"rows": [r.as_dict() for r in rows], "not_predicted": failures})
@@ -221,6 +222,8 @@ def simulate(
         emit_json(summaries if len(summaries) > 1 else summaries[0])
     else:
         console.print(tables.simulation_table(summaries))
+        if summaries[0]["failed"]:
+            console.print(f"{summaries[0]['failed']:,} requests refused unserved: prompt + output exceed the model's context window")
 
 
 app.command("plan")(plan_command)

@@ -43,7 +43,9 @@ def run_simulations(model_name: str, hardware: str, trace_name: str, chips: str,
         raise TokenfleetError(f"bad scheduler setting: {str(exc).splitlines()[1:3]}") from None
     # auto deployments hold 16 of the trace's longest requests: enough KV for a pipelined SRAM
     # replica's micro-batches to each take a full-length request
-    longest = int((trace.input_tokens + trace.output_tokens).max())
+    # (requests beyond the model's context are refused, so they size nothing)
+    lengths = trace.input_tokens + trace.output_tokens
+    longest = int(lengths[lengths <= model.max_context_tokens].max(initial=1))
     summaries = []
     for chip_id in [h.strip() for h in hardware.split(",") if h.strip()]:
         chip = get_chip(chip_id)

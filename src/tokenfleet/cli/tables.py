@@ -173,7 +173,7 @@ def simulation_table(summaries: list[dict[str, Any]]) -> Table:
     t.add_column("metric")
     for s in summaries:
         t.add_column(s["hardware"], justify="right")
-    rows = ["completed", "request_throughput", "output_throughput", "output_throughput_per_chip", "mean_ttft_ms", "p99_ttft_ms",
+    rows = ["completed", "failed", "request_throughput", "output_throughput", "output_throughput_per_chip", "mean_ttft_ms", "p99_ttft_ms",
             "mean_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "mean_output_tok_s_per_user", "utilisation",
             "mean_kv_occupancy", "prefix_hit_rate", "preemptions", "usd_per_mtok", "joules_per_token", "request_goodput"]
     for key in rows:

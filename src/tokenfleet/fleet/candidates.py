@@ -247,7 +247,12 @@ def class_choices(plan: Plan, cls: TrafficClass, prices: dict[str, ChipPrice], n
         chip = get_chip(entry.chip)
         for model_name in cls.models:
             model = get_model(model_name)
-            longest = max(class_stats(c, plan.options.seed).longest_tokens for c in plan.classes if model_name in c.models)
+            if stats.longest_tokens > model.max_context_tokens:
+                if notes is not None and (refused := _too_long(cls, model, stats)) not in notes:
+                    notes.append(refused)
+                continue
+            longest = max(n for c in plan.classes if model_name in c.models
+                          if (n := class_stats(c, plan.options.seed).longest_tokens) <= model.max_context_tokens)
             group = []
             deps, why = deployments_for(model, chip, entry, longest)
             if notes is not None:
@@ -259,3 +264,8 @@ def class_choices(plan: Plan, cls: TrafficClass, prices: dict[str, ChipPrice], n
             usd = {c.key: c.usd_per_hour(prices) for c, _ in group}
             choices += _select(cls, group, usd, plan.options.candidates_per_chip)
     return choices
+
+
+def _too_long(cls: TrafficClass, model: ModelSpec, stats: ClassStats) -> str:
+    return (f"class {cls.name}: {model.name} not considered: its {model.max_context_tokens:,}-token context is shorter than the "
+            f"class's longest request ({stats.longest_tokens:,} tokens), which engines refuse")

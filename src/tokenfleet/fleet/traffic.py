@@ -20,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import operator
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -232,7 +233,8 @@ class Records:
 def read_records(buf: io.StringIO) -> Records:
     rows = [json.loads(line) for line in buf.getvalue().splitlines() if line]
     rows.sort(key=lambda r: r["id"])
-    get = {k: np.array([r[k] for r in rows], dtype=float) for k in ("id", "arrival_s", "first_token_s", "finish_s", "output_tokens")}
+    # a refused request (`failed`) never gets a token: infinitely late, so never good
+    get = {k: np.array([r.get(k, math.inf) for r in rows], dtype=float) for k in ("id", "arrival_s", "first_token_s", "finish_s", "output_tokens")}
     out = get["output_tokens"]
     decode_s = get["finish_s"] - get["first_token_s"]
     tpot = np.where(out > 1, decode_s / np.maximum(out - 1, 1), 0.0)

@@ -112,8 +112,17 @@ def step_model(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload
     return StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, work.batch, work.input_tokens + work.output_tokens)
 
 
+def check_context(model: ModelSpec, work: Workload) -> None:
+    """Engines refuse a request longer than the model's context window; so do we."""
+    if work.input_tokens + work.output_tokens > model.max_context_tokens:
+        raise TokenfleetError(f"{work.input_tokens:,} input + {work.output_tokens:,} output tokens exceed {model.name}'s "
+                              f"{model.max_context_tokens:,}-token context window: shorten --input or --output")
+
+
 def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> Prediction:
-    """Predict one static batch; raises a one-line error if the deployment cannot hold it."""
+    """Predict one static batch; raises a one-line error if the model's context window or the
+    deployment cannot hold it."""
+    check_context(model, work)
     sm = step_model(model, chip, dep, work, eff)
     require_fit(sm.memory, dep, chip)
     prefill = sm.step(batch_shape(model, [work.input_tokens] * work.batch, [work.input_tokens] * work.batch))

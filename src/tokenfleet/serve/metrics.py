@@ -90,7 +90,7 @@ class Metrics:
         self.hist = {m: Histogram() for m in METRICS}
         self.slo = parse_slo(slo)
         self.stream = stream
-        self.completed = self.good = 0
+        self.completed = self.good = self.failed = 0
         self.input_tokens = self.output_tokens = 0
         self.preemptions = 0
         self.first_arrival_s, self.last_finish_s = math.inf, 0.0
@@ -122,10 +122,18 @@ class Metrics:
                 "prefix_hit_tokens": req.prefix_hit_tokens,
             }) + "\n")
 
+    def refuse(self, request_id: int, arrival_s: float, input_tokens: int, output_tokens: int, reason: str) -> None:
+        """A request the engine turns away unserved (it counts against goodput)."""
+        self.failed += 1
+        if self.stream is not None:
+            self.stream.write(json.dumps({"id": request_id, "arrival_s": arrival_s, "input_tokens": input_tokens,
+                                          "output_tokens": output_tokens, "failed": reason}) + "\n")
+
     def summary(self) -> dict[str, Any]:
         duration = max(self.last_finish_s - min(self.first_arrival_s, self.last_finish_s), 1e-12)
         out: dict[str, Any] = {
             "completed": self.completed,
+            "failed": self.failed,
             "duration_s": duration,
             "request_throughput": self.completed / duration,
             "output_throughput": self.output_tokens / duration,
@@ -139,7 +147,7 @@ class Metrics:
                 out[f"{stat}_{m}_ms"] = (h.mean() if q is None else h.quantile(q / 100)) * 1e3
         if self.slo:
             out["request_goodput"] = self.good / duration
-            out["goodput_fraction"] = self.good / max(self.completed, 1)
+            out["goodput_fraction"] = self.good / max(self.completed + self.failed, 1)
             out["slo_met"] = {
                 f"{stat}_{m}_ms": OPS[op](self.hist[m].quantile(int(stat[1:]) / 100) if stat != "mean" else self.hist[m].mean(), limit)
                 for stat, m, op, limit in self.slo

@@ -51,6 +51,8 @@ def simulate(
     eff: Efficiency | None = None, kv_blocks: int | None = None, kv_resident: np.ndarray | None = None,
 ) -> SimulationResult:
     """Every request of `trace` served; returns the `vllm bench serve`-style summary.
+    A request whose prompt and output exceed the model's context window is refused, as vLLM
+    answers it (HTTP 400), and counted in `failed`.
     `kv_resident` marks requests that arrive with their prompt's KV cache and first token (a
     disaggregated decode pool's input): they only decode, so each needs 2+ output tokens."""
     cfg = cfg or SchedulerConfig()
@@ -60,8 +62,15 @@ def simulate(
     metrics = Metrics(slo, requests_out)
     engines = build_engines(model, chip, dep, cfg, replicas, metrics, eff, kv_blocks)
     blocks = trace.prefix_blocks
+    too_long = set(np.flatnonzero(trace.input_tokens + trace.output_tokens > model.max_context_tokens).tolist())
+    if len(too_long) == len(trace):
+        raise TokenfleetError(f"every request of trace {trace.name!r} exceeds {model.name}'s {model.max_context_tokens:,}-token "
+                              "context (prompt + output): use a model with a longer context or a trace of shorter requests")
     for i in range(len(trace)):
         t = float(trace.arrival_s[i])
+        if i in too_long:
+            metrics.refuse(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), f"exceeds {model.name}'s {model.max_context_tokens}-token context")
+            continue
         for e in engines:
             e.run_until(t)
         req = Request(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), blocks[i] if blocks else ())

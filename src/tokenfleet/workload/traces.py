@@ -112,16 +112,20 @@ def _read_mooncake(path: Path, name: str) -> Trace:
         t = _normalise(name, [r["timestamp"] / 1000 for r in recs], [r["input_length"] for r in recs], [r["output_length"] for r in recs])
     except KeyError as exc:
         raise TokenfleetError(f"trace {str(path)!r}: Mooncake records need field {exc}") from None
+    except (ValueError, TypeError) as exc:
+        raise TokenfleetError(f"trace {str(path)!r} has a bad value ({exc}); fix the file") from None
     order = np.argsort([r["timestamp"] for r in recs], kind="stable")
     return replace(t, prefix_blocks=tuple(tuple(recs[i].get("hash_ids", ())) for i in order))
 
 
 def _normalise(name: str, arrival: list[object], inputs: list[object], outputs: list[object]) -> Trace:
-    a = np.asarray(arrival, dtype=float)
-    i = np.asarray(inputs, dtype=float).astype(np.int64)
-    o = np.asarray(outputs, dtype=float).astype(np.int64)
+    """Sorted by arrival from t = 0; a bad value raises ValueError for the reader to name the file."""
+    a, i, o = (np.asarray(v, dtype=float) for v in (arrival, inputs, outputs))
+    if not (np.isfinite(a).all() and np.isfinite(i).all() and np.isfinite(o).all()):
+        raise ValueError("a nan or infinite value")
     if (i < 0).any() or (o < 0).any():
-        raise TokenfleetError(f"trace {name!r} has negative token counts")
+        raise ValueError("negative token counts")
+    i, o = i.astype(np.int64), o.astype(np.int64)
     order = np.argsort(a, kind="stable")
     a = a[order] - a[order][0]
     return Trace(name, a, np.maximum(i[order], 1), np.maximum(o[order], 1))
