@@ -1,4 +1,5 @@
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -77,11 +78,16 @@ def test_user_config_file(tmp_path: Path) -> None:
     path.parent.mkdir()
     path.write_text(json.dumps({"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048, "vocab_size": 32000}))
     assert get_model(str(path)).name == "my-model"
+    assert get_model(str(path)).context_window_tokens == math.inf  # no max_position_embeddings: no limit enforced
 
 
 @pytest.mark.parametrize(
     ("text", "message"),
-    [("{not json", "not valid JSON"), ('{"hidden_size": 512}', "num_hidden_layers"), ("[1, 2]", "JSON object")],
+    [("{not json", "not valid JSON"), ('{"hidden_size": 512}', "num_hidden_layers"), ("[1, 2]", "JSON object"),
+     ('{"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "num_key_value_heads": 3, "intermediate_size": 2048, '
+      '"vocab_size": 32000}', r"num_attention_heads \(8\) must be a multiple of num_key_value_heads \(3\)"),
+     ('{"hidden_size": 512, "num_hidden_layers": 4, "num_attention_heads": 8, "intermediate_size": 2048, "vocab_size": 32000, '
+      '"num_local_experts": 8}', "needs 'num_experts_per_tok' between 1 and its 8 experts")],
 )
 def test_malformed_config_gets_one_clear_line(tmp_path: Path, text: str, message: str) -> None:
     path = tmp_path / "config.json"

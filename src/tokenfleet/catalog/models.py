@@ -9,6 +9,7 @@ of the Llama, Mixtral, Qwen, DeepSeek, gpt-oss and Llama-4 families.
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from functools import cache
@@ -67,7 +68,7 @@ class ModelSpec:
     experts_per_token: int
     kv_elems_per_token_layer: int  # cached elements per token per full layer (K+V, or MLA latent)
     is_mla: bool
-    max_context_tokens: int
+    max_context_tokens: int  # `max_position_embeddings`; 0 where a config leaves it out
     published: Mapping[str, Any] = field(default_factory=dict)
     linear_params_per_layer: int = 0  # one linear-attention (Gated DeltaNet) layer's mixer
     linear_state_elems_per_layer: int = 0  # its state per sequence: recurrent (heads x d_k x d_v) + conv
@@ -130,6 +131,11 @@ class ModelSpec:
     def matmul_params_per_token(self) -> int:
         """Parameters in matrix products per token: active minus the input-embedding lookup."""
         return self.active_params - self.vocab_size * self.hidden_size * (0 if self.tied_embeddings else 1)
+
+    @property
+    def context_window_tokens(self) -> float:
+        """Longest request (prompt + output) engines accept; unbounded where the config is silent."""
+        return float(self.max_context_tokens) if self.max_context_tokens > 0 else math.inf
 
     @property
     def is_moe(self) -> bool:
@@ -300,9 +306,14 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
     layers = _need(cfg, "num_hidden_layers", name)
     heads = _need(cfg, "num_attention_heads", name)
     kv_heads = int(_pick(cfg, "num_key_value_heads", heads))
+    if kv_heads <= 0 or heads % kv_heads:
+        raise TokenfleetError(f"{name}: num_attention_heads ({heads}) must be a multiple of num_key_value_heads ({kv_heads})")
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     vocab = _need(cfg, "vocab_size", name)
     num_experts = int(_pick(cfg, "num_experts", 0) or 0)
+    experts_per_token = int(_pick(cfg, "experts_per_token", 0) or 0) if num_experts else 0
+    if num_experts and not 0 < experts_per_token <= num_experts:
+        raise TokenfleetError(f"{name}: a MoE config needs 'num_experts_per_tok' between 1 and its {num_experts} experts")
     attn, qk_dim, v_dim, kv_elems, is_mla = _attention(cfg, hidden, heads, kv_heads, head_dim)
     expert, shared, router = _experts(cfg, hidden, num_experts)
     dense_inter = int(cfg.get("intermediate_size_mlp") or cfg.get("intermediate_size") or 0)
@@ -332,7 +343,7 @@ def parse_config(cfg: Mapping[str, Any], name: str, hf_id: str = "", published: 
         shared_expert_params=shared,
         router_params=router,
         num_experts=num_experts,
-        experts_per_token=int(_pick(cfg, "experts_per_token", 0) or 0) if num_experts else 0,
+        experts_per_token=experts_per_token,
         kv_elems_per_token_layer=kv_elems,
         is_mla=is_mla,
         max_context_tokens=int(cfg.get("max_position_embeddings") or 0),

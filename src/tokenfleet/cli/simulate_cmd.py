@@ -45,7 +45,7 @@ def run_simulations(model_name: str, hardware: str, trace_name: str, chips: str,
     # replica's micro-batches to each take a full-length request
     # (requests beyond the model's context are refused, so they size nothing)
     lengths = trace.input_tokens + trace.output_tokens
-    longest = int(lengths[lengths <= model.max_context_tokens].max(initial=1))
+    longest = int(lengths[lengths <= model.context_window_tokens].max(initial=1))
     summaries = []
     for chip_id in [h.strip() for h in hardware.split(",") if h.strip()]:
         chip = get_chip(chip_id)

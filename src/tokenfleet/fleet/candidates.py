@@ -247,12 +247,12 @@ def class_choices(plan: Plan, cls: TrafficClass, prices: dict[str, ChipPrice], n
         chip = get_chip(entry.chip)
         for model_name in cls.models:
             model = get_model(model_name)
-            if stats.longest_tokens > model.max_context_tokens:
+            if stats.longest_tokens > model.context_window_tokens:
                 if notes is not None and (refused := _too_long(cls, model, stats)) not in notes:
                     notes.append(refused)
                 continue
             longest = max(n for c in plan.classes if model_name in c.models
-                          if (n := class_stats(c, plan.options.seed).longest_tokens) <= model.max_context_tokens)
+                          if (n := class_stats(c, plan.options.seed).longest_tokens) <= model.context_window_tokens)
             group = []
             deps, why = deployments_for(model, chip, entry, longest)
             if notes is not None:

@@ -114,7 +114,7 @@ def step_model(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload
 
 def check_context(model: ModelSpec, work: Workload) -> None:
     """Engines refuse a request longer than the model's context window; so do we."""
-    if work.input_tokens + work.output_tokens > model.max_context_tokens:
+    if work.input_tokens + work.output_tokens > model.context_window_tokens:
         raise TokenfleetError(f"{work.input_tokens:,} input + {work.output_tokens:,} output tokens exceed {model.name}'s "
                               f"{model.max_context_tokens:,}-token context window: shorten --input or --output")
 

@@ -62,7 +62,7 @@ def simulate(
     metrics = Metrics(slo, requests_out)
     engines = build_engines(model, chip, dep, cfg, replicas, metrics, eff, kv_blocks)
     blocks = trace.prefix_blocks
-    too_long = set(np.flatnonzero(trace.input_tokens + trace.output_tokens > model.max_context_tokens).tolist())
+    too_long = set(np.flatnonzero(trace.input_tokens + trace.output_tokens > model.context_window_tokens).tolist())
     if len(too_long) == len(trace):
         raise TokenfleetError(f"every request of trace {trace.name!r} exceeds {model.name}'s {model.max_context_tokens:,}-token "
                               "context (prompt + output): use a model with a longer context or a trace of shorter requests")
