@@ -49,10 +49,11 @@ def resolve_deployment(
                 raise TokenfleetError(f"--tp {tp_} x --pp {pp_} = {tp_ * pp_} chips, but --chips is {n}: make them agree")
             dep = Deployment(chips=n, tp=tp_, pp=pp_, **precs)
     if ep is not None and ep != dep.ep:
-        if ep > dep.tp or dep.tp % ep:
+        try:  # Deployment holds the rule: ep divides tp
+            dep = Deployment(**{**dep.model_dump(), "ep": ep})
+        except ValueError:
             raise TokenfleetError(f"--ep {ep} must divide the tensor-parallel size of {dep.describe()} "
-                                  "(experts are spread over the chips of one stage): set --tp or --chips to a multiple of it")
-        dep = Deployment(**{**dep.model_dump(), "ep": ep})
+                                  "(experts are spread over the chips of one stage): set --tp or --chips to a multiple of it") from None
     problem = parallelism_problem(model, chip, dep)
     if problem:
         raise TokenfleetError(f"cannot lay out {n} x {chip.id} as {dep.describe()}: {problem}; {_fix(model, chip, dep)}")
