@@ -147,6 +147,7 @@ def test_prefix_caching_skips_prefill_of_resident_blocks() -> None:
     trace = trace_of([0.0, 5.0], [4096, 4096], [10, 10], (shared, shared))
     summary, records = run(trace)
     assert records[1]["prefix_hit_tokens"] == 4095 and summary["prefix_hit_rate"] == 0.5
+    assert summary["prefix_hit_token_share"] == 4095 / 8192  # of all prompt tokens, as vLLM counts hits
     assert records[1]["first_token_s"] - records[1]["arrival_s"] < records[0]["first_token_s"]
 
 

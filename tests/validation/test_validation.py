@@ -39,6 +39,19 @@ def test_a_saturated_run_is_limited_by_the_engine_not_the_arrivals() -> None:
     assert predict_case(case).predicted == pytest.approx(case.value, rel=0.5)
 
 
+def test_rows_measured_with_the_inferencex_client_replay_its_random_lengths() -> None:
+    """Its random dataset draws each length uniformly from [int(0.8 x nominal), nominal]."""
+    from tokenfleet.validation.served import _trace, served_case
+
+    notes = "vLLM-TPU serving, InferenceX client, random dataset, ignore-eos; num_prompts=320; per-request lengths randomised (range ratio 0.8)"
+    trace = _trace(served_case(notes, "throughput", 1024, 8192), None, 1)
+    assert len(trace) == 320 and not trace.arrival_s.any()
+    assert (trace.input_tokens.min(), trace.input_tokens.max()) >= (819, 1000) and trace.input_tokens.max() <= 1024
+    assert trace.output_tokens.min() >= 6553 and trace.output_tokens.mean() < 0.95 * 8192
+    plain = _trace(served_case("vllm bench, range ratio 0.8", "throughput", 1024, 8192), None, 1)  # another client: nominal
+    assert set(plain.input_tokens) == {1024} and set(plain.output_tokens) == {8192}
+
+
 def test_mlperf_rows_replay_the_estimated_dataset_mean_and_say_so() -> None:
     from tokenfleet.validation.cases import estimated_prompt_tokens, workload_for
 

@@ -194,13 +194,22 @@ def calibrate(
 def simulate(
     model: ModelOpt,
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="chip id, or several comma-separated to compare side by side")],
-    trace: Annotated[str, typer.Option("--trace", "-t", help="azure-code, azure-conv, mooncake-conv, or a trace file")] = "azure-code",
+    trace: Annotated[str | None, typer.Option("--trace", "-t", help="azure-code (default), azure-conv, mooncake-conv, or a trace file")] = None,
     chips: Annotated[str, typer.Option("--chips", "-n", help="chips per replica, or 'auto'")] = "auto",
     precision: PrecisionOpt = "bf16",
     replicas: Annotated[int, typer.Option(help="identical replicas behind the router")] = 1,
     router: Annotated[str, typer.Option(help="round-robin, least-outstanding-tokens, prefix-affinity")] = "round-robin",
-    rate_scale: Annotated[float, typer.Option("--rate-scale", help="replay the trace this many times faster")] = 1.0,
-    requests: Annotated[int | None, typer.Option("--requests", help="first N requests (tiles the trace if longer)")] = None,
+    rate_scale: Annotated[float, typer.Option("--rate-scale", help="replay the trace's own arrival times this many times faster")] = 1.0,
+    rate: Annotated[float | None, typer.Option("--rate", help="synthetic arrivals at this many requests/s instead of the trace's times; inf: all at t = 0")] = None,
+    arrival: Annotated[str | None, typer.Option("--arrival", help="process for --rate: poisson (default), gamma, constant")] = None,
+    burstiness: Annotated[float | None, typer.Option("--burstiness", help="gamma shape for --rate, as vllm bench serve's: 1 = Poisson, < 1 burstier")] = None,
+    input_tokens: Annotated[int | None, typer.Option("--input", "-i", help="prompt tokens per request instead of a trace's (needs --rate)")] = None,
+    output_tokens: Annotated[int | None, typer.Option("--output", "-o", help="output tokens per request instead of a trace's (needs --rate)")] = None,
+    range_ratio: Annotated[float, typer.Option("--range-ratio", help="spread --input/--output as vllm bench serve's random dataset: uniform in [L(1-r), L(1+r)]")] = 0.0,
+    shared_prefix: Annotated[int | None, typer.Option("--shared-prefix", help="first TOKENS of every prompt shared (a system prompt), for prefix caching")] = None,
+    prefix_groups: Annotated[int, typer.Option("--prefix-groups", help="distinct shared prefixes, one picked per request")] = 1,
+    requests: Annotated[int | None, typer.Option("--requests", help="first N requests (tiles the trace if longer); with --input/--output default 1000")] = None,
+    seed: Annotated[int, typer.Option(help="seed for synthetic arrivals and lengths")] = 0,
     max_num_seqs: Annotated[int, typer.Option(help="cap on running sequences per replica")] = 256,
     max_batched_tokens: Annotated[int, typer.Option(help="per-step token budget (chunk size)")] = 8192,
     spec_tokens: Annotated[int, typer.Option(help="speculative draft tokens per step (0 = off)")] = 0,
@@ -209,11 +218,13 @@ def simulate(
     out: Annotated[Path | None, typer.Option(help="folder for summary.json and requests.jsonl")] = None,
     json_out: JsonOpt = False,
 ) -> None:
-    """Replay a trace through replicas with continuous batching; vllm-bench-style metrics."""
-    from tokenfleet.cli.simulate_cmd import run_simulations
+    """Replay a trace, or synthetic arrivals, through replicas with continuous batching; vllm-bench-style metrics."""
+    from tokenfleet.cli.simulate_cmd import WorkloadFlags, run_simulations
 
+    flags = WorkloadFlags(trace, rate_scale, rate, arrival, burstiness, input_tokens, output_tokens, range_ratio, requests, seed,
+                          shared_prefix, prefix_groups)
     summaries = run_simulations(
-        model, hardware, trace, chips, precision, replicas, router, rate_scale, requests,
+        model, hardware, flags, chips, precision, replicas, router,
         {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,
          "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance}},
         slo or [], out, quiet=json_out,

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+from pydantic import ValidationError
 from rich.progress import Progress, TaskID
 
 from tokenfleet.catalog.chips import get_chip
@@ -15,7 +18,118 @@ from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.predict import Workload
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.simulate import simulate
-from tokenfleet.workload.traces import load_trace
+from tokenfleet.workload.lengths import draw_lengths, vllm_random
+from tokenfleet.workload.traces import Trace, load_trace, shared_prefixes, synthetic
+
+#: Requests in a run whose lengths come from --input/--output (vllm bench serve's --num-prompts default).
+DEFAULT_SYNTHETIC_REQUESTS = 1000
+#: The scheduler settings' flags, to name them in errors.
+SCHEDULER_FLAGS = {"max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-batched-tokens",
+                   "spec.draft_tokens": "--spec-tokens", "spec.acceptance_rate": "--acceptance"}
+
+
+@dataclass(frozen=True)
+class WorkloadFlags:
+    """What `simulate` replays: a trace as recorded (optionally faster), or synthetic arrivals at
+    `rate` with lengths from the trace or from --input/--output."""
+
+    trace: str | None = None
+    rate_scale: float = 1.0
+    rate: float | None = None
+    arrival: str | None = None
+    burstiness: float | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    range_ratio: float = 0.0
+    requests: int | None = None
+    seed: int = 0
+    shared_prefix_tokens: int | None = None
+    prefix_groups: int = 1
+
+    def check(self) -> None:
+        """Flags that cannot go together get one line saying which to drop or add."""
+        if self.requests is not None and self.requests <= 0:
+            raise TokenfleetError(f"--requests must be a positive integer, got {self.requests}")
+        self._check_lengths()
+        self._check_arrivals()
+        self._check_prefixes()
+
+    def _check_lengths(self) -> None:
+        lengths = (self.input_tokens is not None, self.output_tokens is not None)
+        if any(lengths) and not all(lengths):
+            raise TokenfleetError("give both --input and --output (tokens per request), or neither to take lengths from the trace")
+        if all(lengths) and self.trace is not None:
+            raise TokenfleetError("--trace gives lengths too: drop --trace, or drop --input/--output to sample the trace's lengths")
+        if all(lengths) and self.rate is None:
+            raise TokenfleetError("--input/--output give lengths but no arrival times: add --rate (requests per second, or inf to send all at once)")
+        if self.range_ratio and not all(lengths):
+            raise TokenfleetError("--range-ratio spreads --input/--output: give them too, or drop --range-ratio")
+
+    def _check_arrivals(self) -> None:
+        if self.rate is None and (self.arrival is not None or self.burstiness is not None):
+            raise TokenfleetError("--arrival and --burstiness shape synthetic arrivals: add --rate (requests per second)")
+        if self.rate is not None and self.rate_scale != 1.0:
+            raise TokenfleetError("--rate-scale speeds up a trace's recorded arrivals; with --rate give the rate itself")
+        if self.arrival not in (None, "poisson", "gamma", "constant"):
+            raise TokenfleetError(f"--arrival {self.arrival!r}: choose one of poisson, gamma, constant")
+        if self.burstiness is not None and self.arrival not in (None, "gamma"):
+            raise TokenfleetError(f"--burstiness shapes --arrival gamma, not {self.arrival}: drop one of them")
+
+    def _check_prefixes(self) -> None:
+        if self.shared_prefix_tokens is not None and self.shared_prefix_tokens < 1:
+            raise TokenfleetError(f"--shared-prefix must be a positive number of tokens, got {self.shared_prefix_tokens}")
+        if self.prefix_groups < 1:
+            raise TokenfleetError(f"--prefix-groups must be a positive integer, got {self.prefix_groups}")
+        if self.prefix_groups != 1 and self.shared_prefix_tokens is None:
+            raise TokenfleetError("--prefix-groups counts the prompts' shared prefixes: give --shared-prefix TOKENS too")
+
+    @property
+    def process(self) -> str:
+        return self.arrival or ("gamma" if self.burstiness is not None else "poisson")
+
+    def describe(self) -> dict[str, Any]:
+        """The workload as the summary JSON records it."""
+        prefix = {} if self.shared_prefix_tokens is None else {"shared_prefix_tokens": self.shared_prefix_tokens, "prefix_groups": self.prefix_groups}
+        return {**self._arrivals_and_lengths(), **prefix}
+
+    def _arrivals_and_lengths(self) -> dict[str, Any]:
+        source = "random" if self.input_tokens is not None else (self.trace or "azure-code")
+        if self.rate is None:
+            return {"trace": source, "arrival": "trace", "rate_scale": self.rate_scale}
+        shape = {"burstiness": self.burstiness if self.burstiness is not None else 1.0} if self.process == "gamma" else {}
+        lengths = ({"input_tokens": self.input_tokens, "output_tokens": self.output_tokens, "range_ratio": self.range_ratio}
+                   if self.input_tokens is not None else {})
+        if self.rate == float("inf"):  # JSON has no infinity
+            return {"trace": source, "arrival": "all at t = 0", "rate_per_s": None, **lengths, "seed": self.seed}
+        return {"trace": source, "arrival": self.process, "rate_per_s": self.rate, **shape, **lengths, "seed": self.seed}
+
+
+def build_trace(flags: WorkloadFlags, block_tokens: int) -> Trace:
+    """The requests `simulate` replays, with shared prompt prefixes where asked for."""
+    trace = _requests(flags)
+    if flags.shared_prefix_tokens is None:
+        return trace
+    if trace.prefix_blocks is not None:
+        raise TokenfleetError(f"trace {trace.name!r} carries its own prefix hashes: drop --shared-prefix")
+    rng = np.random.default_rng([flags.seed, 2])
+    return replace(trace, prefix_blocks=shared_prefixes(trace.input_tokens, flags.shared_prefix_tokens, flags.prefix_groups, rng, block_tokens))
+
+
+def _requests(flags: WorkloadFlags) -> Trace:
+    flags.check()
+    if flags.input_tokens is not None and flags.output_tokens is not None:
+        n = flags.requests if flags.requests is not None else DEFAULT_SYNTHETIC_REQUESTS
+        rng = np.random.default_rng([flags.seed, 1])
+        inputs = draw_lengths(vllm_random(flags.input_tokens, flags.range_ratio, "--input"), rng, n)
+        outputs = draw_lengths(vllm_random(flags.output_tokens, flags.range_ratio, "--output"), rng, n)
+        lengths = Trace("random", np.zeros(n), inputs, outputs)
+    else:
+        lengths = load_trace(flags.trace or "azure-code")
+    if flags.rate is None:
+        trace = lengths.scale_rate(flags.rate_scale)
+        return trace if flags.requests is None else trace.take(flags.requests)
+    n = flags.requests if flags.requests is not None else len(lengths)
+    return synthetic(n, flags.rate, lengths, flags.process, 1.0 if flags.burstiness is None else flags.burstiness, flags.seed)
 
 
 def parse_slo_flags(flags: list[str]) -> dict[str, str]:
@@ -28,19 +142,23 @@ def parse_slo_flags(flags: list[str]) -> dict[str, str]:
     return slo
 
 
-def run_simulations(model_name: str, hardware: str, trace_name: str, chips: str, precision: str, replicas: int, router: str,
-                    rate_scale: float, requests: int | None, sched: dict[str, Any], slo_flags: list[str], out: Path | None,
-                    quiet: bool = False) -> list[dict[str, Any]]:
+def scheduler_config(sched: dict[str, Any]) -> SchedulerConfig:
+    """The scheduler settings from their flags; a bad one gets one line naming its flag."""
+    try:
+        return SchedulerConfig.model_validate(sched)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        key = ".".join(str(p) for p in err["loc"])
+        raise TokenfleetError(f"{SCHEDULER_FLAGS.get(key, key)} {err['input']!r}: {err['msg'].lower()}") from None
+
+
+def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips: str, precision: str, replicas: int, router: str,
+                    sched: dict[str, Any], slo_flags: list[str], out: Path | None, quiet: bool = False) -> list[dict[str, Any]]:
     if replicas <= 0:
         raise TokenfleetError(f"--replicas must be a positive integer, got {replicas}")
     model, slo = get_model(model_name), parse_slo_flags(slo_flags)
-    trace = load_trace(trace_name).scale_rate(rate_scale)
-    if requests is not None:
-        trace = trace.take(requests)
-    try:
-        cfg = SchedulerConfig.model_validate(sched)
-    except ValueError as exc:
-        raise TokenfleetError(f"bad scheduler setting: {str(exc).splitlines()[1:3]}") from None
+    cfg = scheduler_config(sched)
+    trace = build_trace(flags, cfg.prefix_block_tokens)
     # auto deployments hold 16 of the trace's longest requests: enough KV for a pipelined SRAM
     # replica's micro-batches to each take a full-length request
     # (requests beyond the model's context are refused, so they size nothing)
@@ -59,7 +177,7 @@ def run_simulations(model_name: str, hardware: str, trace_name: str, chips: str,
             result = simulate(model, chip, dep, trace, cfg, replicas, router, slo, stream, progress=advance)
             if stream is not None:
                 stream.close()
-        summary = {"model": model.name, "hardware": chip.id, "trace": trace_name, "rate_scale": rate_scale, **result.summary}
+        summary = {"model": model.name, "hardware": chip.id, **flags.describe(), **result.summary}
         if out is not None:
             (out / f"summary-{chip.id}.json").write_text(json.dumps(summary, indent=2))
         summaries.append(summary)

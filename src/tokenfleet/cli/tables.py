@@ -175,7 +175,7 @@ def simulation_table(summaries: list[dict[str, Any]]) -> Table:
         t.add_column(s["hardware"], justify="right")
     rows = ["completed", "failed", "request_throughput", "output_throughput", "output_throughput_per_chip", "mean_ttft_ms", "p99_ttft_ms",
             "mean_tpot_ms", "p99_tpot_ms", "p99_itl_ms", "mean_e2el_ms", "mean_output_tok_s_per_user", "utilisation",
-            "mean_kv_occupancy", "prefix_hit_rate", "preemptions", "usd_per_mtok", "joules_per_token", "request_goodput"]
+            "mean_kv_occupancy", "prefix_hit_rate", "prefix_hit_token_share", "preemptions", "usd_per_mtok", "joules_per_token", "request_goodput"]
     for key in rows:
         if any(key in s for s in summaries):
             t.add_row(key, *[f"{s[key]:,.4g}" if isinstance(s.get(key), (int, float)) else str(s.get(key, "")) for s in summaries])

@@ -32,6 +32,7 @@ from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.precision import check_precision
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import parse_slo
+from tokenfleet.workload.lengths import LengthDist
 
 FROZEN = ConfigDict(frozen=True, extra="forbid")
 NAME_PATTERN = r"^[A-Za-z0-9][A-Za-z0-9_.-]*$"
@@ -73,23 +74,6 @@ SloBound = Annotated[str, AfterValidator(_slo_bound)]
 
 
 # --- traffic --------------------------------------------------------------------------------
-class LengthDist(BaseModel):
-    """Token counts drawn from a distribution instead of a trace."""
-
-    model_config = FROZEN
-    distribution: Literal["fixed", "lognormal", "uniform"] = Field(default="lognormal", description="fixed, lognormal (mean and cv) or uniform (min..max)")
-    mean: float = Field(default=1000.0, gt=0, le=2_000_000, description="mean tokens per request")
-    cv: float = Field(default=0.5, ge=0, le=10, description="coefficient of variation (std / mean) of the lognormal")
-    min: int = Field(default=1, ge=1, description="smallest count drawn")
-    max: int = Field(default=131072, ge=1, le=2_000_000, description="largest count drawn")
-
-    @model_validator(mode="after")
-    def _check(self) -> LengthDist:
-        if self.min > self.max:
-            raise ValueError(f"min ({self.min}) must not exceed max ({self.max})")
-        return self
-
-
 class Lengths(BaseModel):
     """Prompt and output lengths: a trace's pairs, or one distribution (or fixed count) each."""
 

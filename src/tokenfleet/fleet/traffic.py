@@ -32,9 +32,10 @@ from typing import Any
 import numpy as np
 
 from tokenfleet.errors import TokenfleetError
-from tokenfleet.fleet.plan_file import LengthDist, Lengths, Plan, PrefixSharing, TrafficClass
+from tokenfleet.fleet.plan_file import Lengths, Plan, TrafficClass
 from tokenfleet.serve.metrics import parse_slo
-from tokenfleet.workload.traces import BUILTIN, Trace, load_trace
+from tokenfleet.workload.lengths import draw_lengths
+from tokenfleet.workload.traces import BUILTIN, Trace, load_trace, shared_prefixes
 
 #: Length pairs drawn for a class whose lengths come from distributions.
 POOL_SIZE = 4096
@@ -94,29 +95,13 @@ def traffic_identity(cls: TrafficClass) -> dict[str, Any]:
     return ident
 
 
-def _draw(spec: int | LengthDist | None, rng: np.random.Generator, n: int) -> np.ndarray:
-    if spec is None:
-        raise TokenfleetError("lengths need input_tokens and output_tokens")
-    if isinstance(spec, int):
-        return np.full(n, spec, dtype=np.int64)
-    if spec.distribution == "fixed":
-        values = np.full(n, spec.mean)
-    elif spec.distribution == "uniform":
-        values = rng.integers(spec.min, spec.max + 1, n).astype(float)
-    else:  # lognormal with the given mean and coefficient of variation
-        sigma2 = np.log1p(spec.cv**2)
-        values = rng.lognormal(np.log(spec.mean) - sigma2 / 2, np.sqrt(sigma2), n)
-    out: np.ndarray = np.clip(np.rint(values), spec.min, spec.max).astype(np.int64)
-    return out
-
-
 def length_pool(src: Lengths, seed: int) -> Trace:
     """The (input, output) pairs a class's requests are drawn from: a trace's, or sampled."""
     if src.trace is not None:
         return cached_trace(src.trace)
     rng = np.random.default_rng([seed, 7])
     zeros = np.zeros(POOL_SIZE)
-    return Trace("lengths", zeros, _draw(src.input_tokens, rng, POOL_SIZE), _draw(src.output_tokens, rng, POOL_SIZE))
+    return Trace("lengths", zeros, draw_lengths(src.input_tokens, rng, POOL_SIZE), draw_lengths(src.output_tokens, rng, POOL_SIZE))
 
 
 @dataclass(frozen=True)
@@ -136,15 +121,6 @@ def class_stats(cls: TrafficClass, seed: int = 0) -> ClassStats:
         mean_output_tokens=float(pool.output_tokens.mean()),
         quantile_input_tokens=float(np.quantile(pool.input_tokens, cls.goodput_target)),
         longest_tokens=int((pool.input_tokens + pool.output_tokens).max()),
-    )
-
-
-def _prefixes(sharing: PrefixSharing, inputs: np.ndarray, rng: np.random.Generator, block_tokens: int, salt: int) -> tuple[tuple[int, ...], ...]:
-    groups = rng.integers(0, sharing.groups, inputs.size)
-    base = (salt % 10_000) * 10**12
-    return tuple(
-        tuple(base + int(g) * 10**6 + j for j in range(min(sharing.shared_tokens, int(n)) // block_tokens))
-        for g, n in zip(groups, inputs, strict=True)
     )
 
 
@@ -168,7 +144,7 @@ def class_trace(cls: TrafficClass, n: int, rate_per_s: float, seed: int, block_t
         inputs, outputs, pick = scaled.input_tokens, scaled.output_tokens, np.arange(n) % len(pool)
     prefix = None
     if cls.prefix_sharing is not None:
-        prefix = _prefixes(cls.prefix_sharing, inputs, rng, block_tokens, salt)
+        prefix = shared_prefixes(inputs, cls.prefix_sharing.shared_tokens, cls.prefix_sharing.groups, rng, block_tokens, salt)
     elif pool.prefix_blocks is not None:
         prefix = tuple(pool.prefix_blocks[i] for i in pick)
     return Trace(cls.name, np.asarray(arrival, dtype=float), inputs, outputs, prefix)

@@ -98,7 +98,7 @@ class Scheduler:
         self._tickets, self._admissions = itertools.count(), itertools.count()
         self.prefix: OrderedDict[int, None] = OrderedDict()  # resident prefix blocks, LRU order
         self.prefix_capacity = int(pool.capacity_tokens // cfg.prefix_block_tokens)
-        self.prefix_lookups = self.prefix_hits = 0
+        self.prefix_lookups = self.prefix_hits = self.prefix_hit_tokens = 0
 
     @property
     def busy(self) -> bool:
@@ -318,6 +318,7 @@ class Scheduler:
         usable = hits * self.cfg.prefix_block_tokens // self.prefix_step_tokens * self.prefix_step_tokens
         self.prefix_lookups += len(req.prefix)
         self.prefix_hits += usable // self.cfg.prefix_block_tokens
+        self.prefix_hit_tokens += min(usable, req.prompt - 1)
         return min(usable, req.prompt - 1)
 
     def remember_prefix(self, req: Request) -> None:

@@ -116,6 +116,7 @@ def _summary(metrics: Metrics, engines: list[Replica], chip: ChipSpec, dep: Depl
         "mean_kv_occupancy": sum(e.kv_token_s for e in engines) / dep.pp / max(duration * replicas * engines[0].pool.capacity_tokens, 1e-12),
         "peak_kv_occupancy": max(e.pool.peak_tokens / e.pool.capacity_tokens for e in engines),
         "prefix_hit_rate": sum(e.sched.prefix_hits for e in engines) / lookups if lookups else 0.0,
+        "prefix_hit_token_share": sum(e.sched.prefix_hit_tokens for e in engines) / max(s["total_input_tokens"], 1),
         "usd_per_mtok": chip_hour_usd(chip) * chips * duration / 3600 / out_tokens * 1e6,
         "energy_j": energy_j,
         "joules_per_token": energy_j / out_tokens,

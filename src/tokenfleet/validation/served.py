@@ -8,6 +8,8 @@ How each scenario is replayed (see the data README for the scenario definitions)
 * `throughput`: every request present at t = 0, served by continuous batching until the last
   finishes; a client `max_concurrency=N` or server `max_num_seqs=N` in the notes caps the
   running sequences.
+* Rows measured with the InferenceX client's random dataset (`range ratio R` in the notes) draw
+  each request's lengths as that client does, uniformly from [int(R x nominal), nominal].
 * Rows measured with TensorRT-LLM admit a request only when the KV cache holds its whole output
   (its default GUARANTEED_NO_EVICT capacity policy); other rows grow and preempt as vLLM does.
 * `server`: Poisson arrivals at the row's `target_qps`; where the rate was not transcribed, the
@@ -29,6 +31,7 @@ from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.simulate import simulate
+from tokenfleet.workload.lengths import draw_lengths, inferencex_random
 from tokenfleet.workload.traces import Trace
 
 #: Requests simulated per row: the row's own count where its notes give one, capped here
@@ -66,6 +69,7 @@ class ServedCase:
     cfg: SchedulerConfig
     target_qps: float | None  # server rows: Poisson rate (None: find the highest rate within the SLO)
     slo: tuple[tuple[str, str], ...]  # server rows: the MLPerf latency limits
+    range_ratio: float = 1.0  # InferenceX client: lengths uniform in [int(range_ratio x nominal), nominal]
 
 
 def note_value(notes: str, key: str) -> float | None:
@@ -84,6 +88,14 @@ def mlperf_slo(notes: str) -> dict[str, str]:
     return slo
 
 
+def inferencex_range_ratio(notes: str) -> float:
+    """A row benchmarked with the InferenceX client's random dataset (`range ratio R` in the notes)
+    drew each length uniformly from [int(R x nominal), nominal]; other rows replay the nominal
+    lengths (1.0)."""
+    m = re.search(r"range ratio ([0-9.]+)", notes)
+    return float(m.group(1)) if m and "InferenceX" in notes else 1.0
+
+
 def served_case(notes: str, scenario: str, input_tokens: int | None, output_tokens: int, software: str = "") -> ServedCase:
     """A row's replay; a row without a prompt length (published, or for MLPerf datasets our
     estimate of the mean) is not guessed at: a saturated run's throughput depends on it about linearly."""
@@ -97,7 +109,7 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
                                        "reserve_output_kv": "TensorRT-LLM" in software})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
-    return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo)
+    return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes))
 
 
 @dataclass(frozen=True)
@@ -118,7 +130,9 @@ class Layout:
 def _trace(sc: ServedCase, rate_per_s: float | None, replicas: int) -> Trace:
     n = min(sc.requests * replicas, MAX_TOTAL_REQUESTS)
     arrivals = np.zeros(n) if rate_per_s is None else np.cumsum(np.random.default_rng(0).exponential(1 / rate_per_s, n))
-    return Trace("validation", arrivals - arrivals[0], np.full(n, sc.input_tokens), np.full(n, sc.output_tokens))
+    rng = np.random.default_rng(0)
+    inputs, outputs = (draw_lengths(inferencex_random(tokens, sc.range_ratio), rng, n) for tokens in (sc.input_tokens, sc.output_tokens))
+    return Trace("validation", arrivals - arrivals[0], inputs, outputs)
 
 
 _RUNS: dict[str, dict[str, Any]] = {}

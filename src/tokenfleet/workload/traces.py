@@ -131,15 +131,34 @@ def _normalise(name: str, arrival: list[object], inputs: list[object], outputs: 
     return Trace(name, a, np.maximum(i[order], 1), np.maximum(o[order], 1))
 
 
+def shared_prefixes(inputs: np.ndarray, shared_tokens: int, groups: int, rng: np.random.Generator,
+                    block_tokens: int = MOONCAKE_BLOCK_TOKENS, salt: int = 0) -> tuple[tuple[int, ...], ...]:
+    """Prefix-block hashes for prompts whose first `shared_tokens` are one of `groups` shared
+    prefixes (a system prompt, a repository's context), picked uniformly per request; a prompt
+    shorter than the prefix shares all of its whole blocks. `salt` keeps callers' hashes apart."""
+    group = rng.integers(0, groups, inputs.size)
+    base = (salt % 10_000) * 10**12
+    return tuple(
+        tuple(base + int(g) * 10**6 + j for j in range(min(shared_tokens, int(n)) // block_tokens))
+        for g, n in zip(group, inputs, strict=True)
+    )
+
+
 def synthetic(
     n: int, rate_per_s: float, lengths: Trace, process: str = "poisson", burstiness: float = 1.0, seed: int = 0
 ) -> Trace:
-    """`n` requests arriving by a Poisson, gamma (bursty: shape < 1 is burstier) or constant
-    process at `rate_per_s`, with (input, output) lengths drawn from `lengths`."""
+    """`n` requests arriving by a Poisson, gamma (bursty: shape < 1 is burstier, as vllm bench
+    serve's --burstiness) or constant process at `rate_per_s` (inf: all at t = 0, a saturated
+    run), with (input, output) lengths and prefixes drawn from `lengths`."""
     if not rate_per_s > 0:
         raise TokenfleetError(f"--rate must be positive, got {rate_per_s}")
+    if not burstiness > 0:
+        raise TokenfleetError(f"--burstiness must be positive, got {burstiness}")
     rng = np.random.default_rng(seed)
-    if process == "poisson":
+    pick = rng.integers(0, len(lengths), n)  # first: the same seed gives the same requests at every rate
+    if rate_per_s == float("inf"):
+        gaps = np.zeros(n)
+    elif process == "poisson":
         gaps = rng.exponential(1 / rate_per_s, n)
     elif process == "gamma":
         gaps = rng.gamma(burstiness, 1 / (rate_per_s * burstiness), n)
@@ -147,5 +166,5 @@ def synthetic(
         gaps = np.full(n, 1 / rate_per_s)
     else:
         raise TokenfleetError(f"unknown arrival process {process!r}; choose one of: poisson, gamma, constant")
-    pick = rng.integers(0, len(lengths), n)
-    return Trace(f"{process}:{lengths.name}", np.cumsum(gaps) - gaps[0], lengths.input_tokens[pick], lengths.output_tokens[pick])
+    blocks = None if lengths.prefix_blocks is None else tuple(lengths.prefix_blocks[i] for i in pick)
+    return Trace(f"{process}:{lengths.name}", np.cumsum(gaps) - gaps[0], lengths.input_tokens[pick], lengths.output_tokens[pick], blocks)

@@ -1,0 +1,84 @@
+"""`tokenfleet simulate` as a user meets it: a trace replayed, or synthetic traffic shaped like
+`vllm bench serve --dataset-name random`, with JSON for machines and one line for bad flags."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.cli.test_cli import tokenfleet
+
+BASE = ("simulate", "-m", "llama-3.1-8b", "-H", "h100-sxm")
+
+
+def run_json(*args: str) -> dict:  # type: ignore[type-arg]
+    out = tokenfleet(*BASE, *args, "--json")
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)  # type: ignore[no-any-return]
+
+
+def test_synthetic_traffic_with_a_spread_of_lengths_like_vllm_bench_serve() -> None:
+    s = run_json("--rate", "4", "--input", "600", "--output", "100", "--range-ratio", "0.5", "--requests", "300")
+    assert (s["trace"], s["arrival"], s["rate_per_s"], s["completed"]) == ("random", "poisson", 4.0, 300)
+    assert 300 * 300 <= s["total_input_tokens"] <= 300 * 900  # each prompt in [300, 900]
+    assert s["total_input_tokens"] / 300 == pytest.approx(600, rel=0.05)
+    assert s["request_throughput"] == pytest.approx(4.0, rel=0.2)  # a light load is served as it arrives
+
+
+def test_sending_everything_at_once_saturates_the_replica() -> None:
+    light = run_json("--rate", "2", "-i", "500", "-o", "200", "--requests", "200")
+    flood = run_json("--rate", "inf", "-i", "500", "-o", "200", "--requests", "200")
+    assert flood["arrival"] == "all at t = 0" and flood["rate_per_s"] is None
+    assert flood["output_throughput"] > 3 * light["output_throughput"]
+    assert flood["mean_ttft_ms"] > light["mean_ttft_ms"]
+
+
+def test_a_trace_at_a_synthetic_rate_keeps_its_lengths_and_the_same_seed_repeats_the_run(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    args = ("--trace", "azure-conv", "--rate", "3", "--burstiness", "0.5", "--requests", "150")
+    first, again = run_json(*args), run_json(*args)
+    assert first == again and (first["arrival"], first["burstiness"]) == ("gamma", 0.5)
+    other = run_json(*args[:-2], "--requests", "150", "--seed", "1")
+    assert other["total_input_tokens"] != first["total_input_tokens"]
+    out = tokenfleet(*BASE, *args, "--out", str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    assert len((tmp_path / "requests-h100-sxm.jsonl").read_text().splitlines()) == 150
+    assert json.loads((tmp_path / "summary-h100-sxm.json").read_text())["completed"] == 150
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--input", "100"), "give both --input and --output"),
+        (("--input", "100", "--output", "10"), "add --rate"),
+        (("--trace", "azure-conv", "--rate", "1", "-i", "100", "-o", "10"), "drop --trace"),
+        (("--range-ratio", "0.5",), "--range-ratio spreads --input/--output"),
+        (("--rate", "1", "-i", "100", "-o", "10", "--range-ratio", "1"), "--range-ratio must be in [0, 1)"),
+        (("--arrival", "gamma",), "add --rate"),
+        (("--rate", "2", "--rate-scale", "2"), "with --rate give the rate itself"),
+        (("--rate", "2", "--arrival", "bursty"), "choose one of poisson, gamma, constant"),
+        (("--rate", "2", "--arrival", "constant", "--burstiness", "0.5"), "--burstiness shapes --arrival gamma"),
+        (("--rate", "2", "--burstiness", "0"), "--burstiness must be positive"),
+        (("--rate", "-1",), "--rate must be positive"),
+        (("--rate", "1", "-i", "0", "-o", "10"), "--input must be a positive number of tokens"),
+        (("--max-num-seqs", "0", "--requests", "5"), "--max-num-seqs 0: input should be greater than or equal to 1"),
+        (("--spec-tokens", "2", "--acceptance", "1.5", "--requests", "5"), "--acceptance 1.5"),
+        (("--trace", "azure-cod",), "not found"),
+        (("--trace", "mooncake-conv", "--shared-prefix", "512"), "carries its own prefix hashes"),
+        (("--prefix-groups", "3",), "give --shared-prefix TOKENS too"),
+        (("--shared-prefix", "0",), "--shared-prefix must be a positive number of tokens"),
+    ],
+)
+def test_bad_flags_get_one_line_naming_them(args: tuple[str, ...], message: str) -> None:
+    out = tokenfleet(*BASE, *args)
+    assert out.returncode != 0
+    assert message in out.stderr and "Traceback" not in out.stderr
+    assert len(out.stderr.strip().splitlines()) == 1
+
+
+def test_a_shared_system_prompt_is_served_from_the_prefix_cache() -> None:
+    plain = run_json("--requests", "400")
+    shared = run_json("--requests", "400", "--shared-prefix", "1024", "--prefix-groups", "4")
+    assert (shared["shared_prefix_tokens"], shared["prefix_groups"]) == (1024, 4)
+    assert plain["prefix_hit_token_share"] == 0 and 0.2 < shared["prefix_hit_token_share"] < 1
+    assert shared["mean_ttft_ms"] < plain["mean_ttft_ms"]
