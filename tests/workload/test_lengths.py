@@ -55,3 +55,13 @@ def test_sending_all_at_once_keeps_the_requests_a_finite_rate_would_send() -> No
 def test_bad_length_settings(call, message: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(TokenfleetError, match=re.escape(message)):
         call()
+
+
+@given(n=st.integers(1, 300), rate=st.floats(0.01, 1e4) | st.just(float("inf")),
+       process=st.sampled_from(["poisson", "gamma", "constant"]), burstiness=st.floats(0.05, 20), seed=st.integers(0, 99))
+def test_synthetic_arrivals_start_at_zero_never_go_back_and_keep_the_pools_lengths(
+        n: int, rate: float, process: str, burstiness: float, seed: int) -> None:
+    pool = load_trace("azure-code")
+    t = synthetic(n, rate, pool, process, burstiness, seed)
+    assert len(t) == n and t.arrival_s[0] == 0 and (np.diff(t.arrival_s) >= 0).all()
+    assert set(t.input_tokens.tolist()) <= set(pool.input_tokens.tolist())
