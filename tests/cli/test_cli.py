@@ -21,6 +21,14 @@ def test_predict_json_has_latencies_cost_and_band() -> None:
     assert p["breakdown_decode_s"]["total_s"] == pytest.approx(p["tpot_s"] * 199, rel=1e-6)
 
 
+def test_the_kv_cache_format_is_a_choice_of_its_own() -> None:
+    """fp8 weights default to an fp8 cache; a 16-bit cache holds twice the bytes and reads slower."""
+    args = ("predict", "-m", "llama-3.1-70b", "-H", "h200-sxm", "--chips", "4", "-p", "fp8", "-b", "32", "-i", "8000", "-o", "200", "--json")
+    fp8, bf16 = (json.loads(tokenfleet(*args, *extra).stdout) for extra in ((), ("--kv-precision", "bf16")))
+    assert (fp8["deployment"], bf16["deployment"]) == ("4 chips TP4 fp8", "4 chips TP4 fp8 KV bf16")
+    assert bf16["memory_gb_per_chip"] > fp8["memory_gb_per_chip"] and bf16["tpot_s"] > fp8["tpot_s"]
+
+
 def test_compare_sorts_by_speed_per_user() -> None:
     out = tokenfleet("compare", "--model", "llama-3.1-8b", "--hardware", "h100-sxm,groq-lpu,mi300x", "--json")
     rows = json.loads(out.stdout)["rows"]
@@ -51,6 +59,7 @@ def test_validate_json_shape() -> None:
         (["predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--tp", "0"], "--tp must be a positive integer"),
         (["compare", "-m", "llama-2-7b", "--input", "4000", "--output", "200"], "exceed llama-2-7b's 4,096-token context window"),
         (["predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--precision", "fp7"], "unknown precision"),
+        (["compare", "-m", "llama-3.1-8b", "--kv-precision", "fp7"], "unknown --kv-precision 'fp7'"),
         (["validate", "--cases", "/no/such.csv"], "not found"),
         (["predict", "-m", "llama-3.1-8b"], "Missing option"),
     ],

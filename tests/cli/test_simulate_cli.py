@@ -82,3 +82,10 @@ def test_a_shared_system_prompt_is_served_from_the_prefix_cache() -> None:
     assert (shared["shared_prefix_tokens"], shared["prefix_groups"]) == (1024, 4)
     assert plain["prefix_hit_token_share"] == 0 and 0.2 < shared["prefix_hit_token_share"] < 1
     assert shared["mean_ttft_ms"] < plain["mean_ttft_ms"]
+
+
+def test_an_fp8_kv_cache_beside_16_bit_weights_halves_the_cache_the_same_traffic_fills() -> None:
+    args = ("--chips", "1", "--rate", "4", "-i", "3000", "-o", "300", "--requests", "200")
+    bf16, fp8 = run_json(*args), run_json(*args, "--kv-precision", "fp8")
+    assert (bf16["deployment"], fp8["deployment"]) == ("1 chip TP1 bf16", "1 chip TP1 bf16 KV fp8")
+    assert fp8["mean_kv_occupancy"] < 0.7 * bf16["mean_kv_occupancy"]

@@ -46,6 +46,7 @@ InputOpt = Annotated[int, typer.Option("--input", "-i", help="prompt tokens per 
 OutputOpt = Annotated[int, typer.Option("--output", "-o", help="generated tokens per request")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="requests served together")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="weight format: bf16, fp8, int8, fp4, int4, mxfp4")]
+KvPrecisionOpt = Annotated[str | None, typer.Option("--kv-precision", help="KV-cache format (default: fp8 with 8-bit or narrower weights, else bf16)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
 
@@ -93,12 +94,13 @@ def predict(
     pp: Annotated[int | None, typer.Option(help="pipeline stages")] = None,
     ep: Annotated[int | None, typer.Option(help="expert-parallel size (MoE)")] = None,
     precision: PrecisionOpt = "bf16",
+    kv_precision: KvPrecisionOpt = None,
     json_out: JsonOpt = False,
 ) -> None:
     """TTFT, TPOT, throughput, cost and energy of a static batch on one deployment."""
     spec, chip = get_model(model), get_chip(hardware)
     work = Workload(batch, input_tokens, output_tokens)
-    dep = resolve_deployment(spec, chip, work, chips, tp, pp, ep, precision)
+    dep = resolve_deployment(spec, chip, work, chips, tp, pp, ep, precision, kv_precision)
     pred = predict_static(spec, chip, dep, work)
     if json_out:
         emit_json(pred.as_dict())
@@ -114,6 +116,7 @@ def compare(
     batch: BatchOpt = 1,
     hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="comma-separated chip ids (default: every chip in the catalog)")] = None,
     precision: PrecisionOpt = "bf16",
+    kv_precision: KvPrecisionOpt = None,
     sort: Annotated[str, typer.Option(help="sort key: tok_s_user, tok_s_chip, usd_per_mtok")] = "tok_s_user",
     json_out: JsonOpt = False,
 ) -> None:
@@ -124,11 +127,14 @@ def compare(
     keys = {"tok_s_user": lambda p: -p.output_tok_s_per_user, "tok_s_chip": lambda p: -p.output_tok_s_per_chip, "usd_per_mtok": lambda p: p.usd_per_mtok}
     if sort not in keys:
         raise TokenfleetError(f"unknown --sort {sort!r}: choose one of: {', '.join(keys)}")
+    check_precision(precision)
+    if kv_precision:
+        check_precision(kv_precision, "--kv-precision")
     rows: list[Prediction] = []
     failures: dict[str, str] = {}
     for chip in parse_hardware_list(hardware, sorted(all_chips())):
         try:
-            dep = resolve_deployment(spec, chip, work, "auto", precision=precision)
+            dep = resolve_deployment(spec, chip, work, "auto", precision=precision, kv_precision=kv_precision)
             rows.append(predict_static(spec, chip, dep, work))
         except TokenfleetError as exc:
             failures[chip.id] = str(exc)
@@ -197,6 +203,7 @@ def simulate(
     trace: Annotated[str | None, typer.Option("--trace", "-t", help="azure-code (default), azure-conv, mooncake-conv, or a trace file")] = None,
     chips: Annotated[str, typer.Option("--chips", "-n", help="chips per replica, or 'auto'")] = "auto",
     precision: PrecisionOpt = "bf16",
+    kv_precision: KvPrecisionOpt = None,
     replicas: Annotated[int, typer.Option(help="identical replicas behind the router")] = 1,
     router: Annotated[str, typer.Option(help="round-robin, least-outstanding-tokens, prefix-affinity")] = "round-robin",
     rate_scale: Annotated[float, typer.Option("--rate-scale", help="replay the trace's own arrival times this many times faster")] = 1.0,
@@ -224,7 +231,7 @@ def simulate(
     flags = WorkloadFlags(trace, rate_scale, rate, arrival, burstiness, input_tokens, output_tokens, range_ratio, requests, seed,
                           shared_prefix, prefix_groups)
     summaries = run_simulations(
-        model, hardware, flags, chips, precision, replicas, router,
+        model, hardware, flags, chips, (precision, kv_precision), replicas, router,
         {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,
          "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance}},
         slo or [], out, quiet=json_out,

@@ -7,13 +7,8 @@ from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment, parallelism_problem, tp_sizes
-from tokenfleet.perf.precision import bytes_per_elem, check_precision
+from tokenfleet.perf.precision import check_precision, default_kv_precision
 from tokenfleet.perf.predict import Workload
-
-
-def kv_precision_for(weight_precision: str) -> str:
-    """KV cache in fp8 when weights are 8-bit or narrower, else 16-bit (the engines' defaults)."""
-    return "fp8" if bytes_per_elem(weight_precision) <= 1 else "bf16"
 
 
 def resolve_deployment(
@@ -25,6 +20,7 @@ def resolve_deployment(
     pp: int | None = None,
     ep: int | None = None,
     precision: str = "bf16",
+    kv_precision: str | None = None,
 ) -> Deployment:
     """`--chips auto` picks the smallest deployment that fits; otherwise TP x PP must equal chips,
     in a layout serving engines can run (see `parallelism_problem`)."""
@@ -34,7 +30,8 @@ def resolve_deployment(
             raise TokenfleetError(f"{flag} must be a positive integer, got {value}")
     if ep not in (None, 1) and not model.is_moe:
         raise TokenfleetError(f"--ep applies to mixture-of-experts models; {model.name} is dense: drop --ep")
-    precs = {"weight_precision": prec, "kv_precision": kv_precision_for(prec)}
+    kv = check_precision(kv_precision, "--kv-precision") if kv_precision else default_kv_precision(prec)
+    precs = {"weight_precision": prec, "kv_precision": kv}
     if chips == "auto" and tp is None and pp is None:
         dep = auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precs)
         n = dep.chips

@@ -152,7 +152,7 @@ def scheduler_config(sched: dict[str, Any]) -> SchedulerConfig:
         raise TokenfleetError(f"{SCHEDULER_FLAGS.get(key, key)} {err['input']!r}: {err['msg'].lower()}") from None
 
 
-def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips: str, precision: str, replicas: int, router: str,
+def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips: str, precisions: tuple[str, str | None], replicas: int, router: str,
                     sched: dict[str, Any], slo_flags: list[str], out: Path | None, quiet: bool = False) -> list[dict[str, Any]]:
     if replicas <= 0:
         raise TokenfleetError(f"--replicas must be a positive integer, got {replicas}")
@@ -167,7 +167,7 @@ def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips:
     summaries = []
     for chip_id in [h.strip() for h in hardware.split(",") if h.strip()]:
         chip = get_chip(chip_id)
-        dep = _deployment(model, chip, longest, chips, precision)
+        dep = _deployment(model, chip, longest, chips, precisions)
         with Progress(transient=True, disable=quiet) as bar:
             task = bar.add_task(f"{chip.id}: {len(trace):,} requests", total=len(trace))
             stream = _open(out, chip.id)
@@ -184,9 +184,10 @@ def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips:
     return summaries
 
 
-def _deployment(model, chip, longest: int, chips: str, precision: str):  # type: ignore[no-untyped-def]
-    """With `auto`, the smallest replica that holds 16 of the trace's longest requests."""
-    return resolve_deployment(model, chip, Workload(16, longest, 1), chips, precision=precision)
+def _deployment(model, chip, longest: int, chips: str, precisions: tuple[str, str | None]):  # type: ignore[no-untyped-def]
+    """With `auto`, the smallest replica that holds 16 of the trace's longest requests;
+    `precisions` are the weight and KV formats (None: the weight format's default)."""
+    return resolve_deployment(model, chip, Workload(16, longest, 1), chips, precision=precisions[0], kv_precision=precisions[1])
 
 
 def _open(out: Path | None, chip_id: str):  # type: ignore[no-untyped-def]

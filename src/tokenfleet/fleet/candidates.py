@@ -25,7 +25,7 @@ from tokenfleet.fleet.traffic import ClassStats, bounds_of, class_stats
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import plan_memory
-from tokenfleet.perf.precision import bytes_per_elem
+from tokenfleet.perf.precision import default_kv_precision
 from tokenfleet.perf.predict import Workload, predict_static
 from tokenfleet.serve.config import SchedulerConfig
 
@@ -33,11 +33,6 @@ from tokenfleet.serve.config import SchedulerConfig
 #: (larger replicas hold more; `tokenfleet simulate --chips auto` asks for 16).
 KV_LONGEST_REQUESTS = 4
 FAMILY_GROUP = {"nvidia": "gpu", "amd": "gpu", "tpu": "tpu", "sram": "sram"}
-
-
-def kv_precision_for(weight_precision: str) -> str:
-    """KV cache in fp8 when weights are 8-bit or narrower, else 16-bit (the engines' defaults)."""
-    return "fp8" if bytes_per_elem(weight_precision) <= 1 else "bf16"
 
 
 @dataclass(frozen=True)
@@ -123,7 +118,7 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
     out: list[Deployment] = []
     notes: list[str] = []
     for prec in entry.precisions:
-        precs = {"weight_precision": prec, "kv_precision": kv_precision_for(prec)}
+        precs = {"weight_precision": prec, "kv_precision": default_kv_precision(prec)}
         try:
             smallest = auto_deployment(model, chip, KV_LONGEST_REQUESTS, longest_tokens, **precs)
         except TokenfleetError as exc:

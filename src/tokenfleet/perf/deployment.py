@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
-from tokenfleet.perf.precision import check_precision
+from tokenfleet.perf.precision import check_precision, default_kv_precision
 
 #: Families whose serving engines (vLLM, SGLang, TensorRT-LLM) split attention heads evenly over
 #: tensor parallelism and whole layers over pipeline stages; XLA on TPUs pads uneven shardings and
@@ -43,6 +43,8 @@ class Deployment(BaseModel):
         if self.ep > 1:
             parts.append(f"EP{self.ep}")
         parts.append(self.weight_precision)
+        if self.kv_precision != default_kv_precision(self.weight_precision):
+            parts.append(f"KV {self.kv_precision}")
         return " ".join(parts)
 
 

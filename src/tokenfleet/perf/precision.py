@@ -38,3 +38,10 @@ def check_precision(name: str, field: str = "precision") -> str:
 
 def bytes_per_elem(name: str) -> float:
     return BYTES_PER_ELEM[check_precision(name)]
+
+
+def default_kv_precision(weight_precision: str) -> str:
+    """KV cache in fp8 when weights are 8-bit or narrower, else 16-bit: what a deployment that
+    quantises its weights usually does to its cache too (vLLM `--kv-cache-dtype fp8`, TensorRT-LLM
+    FP8 KV with FP8/FP4 checkpoints); `--kv-precision` overrides it."""
+    return "fp8" if bytes_per_elem(weight_precision) <= 1 else "bf16"
