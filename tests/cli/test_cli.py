@@ -60,6 +60,7 @@ def test_validate_json_shape() -> None:
         (["compare", "-m", "llama-2-7b", "--input", "4000", "--output", "200"], "exceed llama-2-7b's 4,096-token context window"),
         (["predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--precision", "fp7"], "unknown precision"),
         (["compare", "-m", "llama-3.1-8b", "--kv-precision", "fp7"], "unknown --kv-precision 'fp7'"),
+        (["compare", "-m", "llama-3.1-8b", "--spec-tokens", "2", "--acceptance", "1"], "--acceptance 1.0: input should be less than 1"),
         (["validate", "--cases", "/no/such.csv"], "not found"),
         (["predict", "-m", "llama-3.1-8b"], "Missing option"),
     ],
@@ -120,3 +121,11 @@ def test_compare_covers_the_whole_catalog_and_marks_estimated_chips() -> None:
     listed = {line.split("│")[1].strip() for line in out.stdout.splitlines() if line.startswith("│")}
     assert {name.removesuffix(" *") for name in listed} == set(all_chips())
     assert "cerebras-wse3 *" in listed and "h100-sxm" in listed  # Cerebras's dense compute is an estimate; H100's is not
+
+
+def test_speculative_decoding_speeds_up_a_memory_bound_decode_and_says_by_how_much() -> None:
+    args = ("predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--json")
+    plain, spec = (json.loads(tokenfleet(*args, *extra).stdout) for extra in ((), ("--spec-tokens", "3", "--acceptance", "0.8")))
+    assert spec["decode_tokens_per_step"] == pytest.approx((1 - 0.8**4) / 0.2) and plain["decode_tokens_per_step"] == 1
+    assert plain["tpot_s"] / 3 < spec["tpot_s"] < plain["tpot_s"] / 2  # ~2.95 tokens a step, drafting on top
+    assert spec["ttft_s"] == plain["ttft_s"] and spec["breakdown_decode_s"]["drafting_s"] > 0

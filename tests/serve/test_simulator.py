@@ -129,6 +129,19 @@ def test_static_batch_matches_the_cost_model() -> None:
     assert summary["mean_tpot_ms"] / 1e3 == pytest.approx(pred.tpot_s, rel=1e-6)
 
 
+@pytest.mark.parametrize(("k", "a"), [(3, 0.8), (1, 0.5), (6, 0.9)])
+def test_a_speculative_static_batch_matches_the_cost_model(k: int, a: float) -> None:
+    """Both count ceil((O-1)/e) steps of k+1 verified tokens, each costed once, drafting on top."""
+    b, i, o = 4, 800, 300
+    spec = SpecDecode(draft_tokens=k, acceptance_rate=a)
+    summary, _ = run(trace_of([0.0] * b, [i] * b, [o] * b), cfg=SchedulerConfig(max_num_batched_tokens=b * i, spec=spec))
+    pred = predict_static(MODEL, CHIP, deployment(), Workload(b, i, o), spec=spec)
+    plain = predict_static(MODEL, CHIP, deployment(), Workload(b, i, o))
+    assert summary["mean_tpot_ms"] / 1e3 == pytest.approx(pred.tpot_s, rel=1e-6)
+    assert pred.tpot_s < plain.tpot_s and pred.ttft_s == plain.ttft_s
+    assert pred.breakdown_decode_s["total_s"] == pytest.approx(pred.tpot_s * (o - 1), rel=1e-9)
+
+
 def test_littles_law_on_a_long_steady_run() -> None:
     trace = synthetic(3000, 4.0, load_trace("azure-conv"), seed=3)
     summary, records = run(trace)

@@ -17,7 +17,7 @@ from tokenfleet.catalog.chips import all_chips, get_chip
 from tokenfleet.catalog.models import all_models, get_model
 from tokenfleet.cli import tables
 from tokenfleet.cli.plan_cmd import plan_command, sweep_command
-from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment
+from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment, spec_decode
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.precision import check_precision
 from tokenfleet.perf.predict import Prediction, Workload, check_context, predict_static
@@ -46,6 +46,9 @@ InputOpt = Annotated[int, typer.Option("--input", "-i", help="prompt tokens per 
 OutputOpt = Annotated[int, typer.Option("--output", "-o", help="generated tokens per request")]
 BatchOpt = Annotated[int, typer.Option("--batch", "-b", help="requests served together")]
 PrecisionOpt = Annotated[str, typer.Option("--precision", "-p", help="weight format: bf16, fp8, int8, fp4, int4, mxfp4")]
+SpecTokensOpt = Annotated[int, typer.Option("--spec-tokens", help="speculative decoding: draft (or MTP) tokens per step, 0 = off")]
+AcceptanceOpt = Annotated[float, typer.Option("--acceptance", help="speculative decoding: acceptance rate per draft token, in [0, 1)")]
+DraftCostOpt = Annotated[float, typer.Option("--draft-cost", help="speculative decoding: one draft token's cost as a share of a decode step")]
 KvPrecisionOpt = Annotated[str | None, typer.Option("--kv-precision", help="KV-cache format (default: fp8 with 8-bit or narrower weights, else bf16)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
 
@@ -95,13 +98,16 @@ def predict(
     ep: Annotated[int | None, typer.Option(help="expert-parallel size (MoE)")] = None,
     precision: PrecisionOpt = "bf16",
     kv_precision: KvPrecisionOpt = None,
+    spec_tokens: SpecTokensOpt = 0,
+    acceptance: AcceptanceOpt = 0.7,
+    draft_cost: DraftCostOpt = 0.05,
     json_out: JsonOpt = False,
 ) -> None:
     """TTFT, TPOT, throughput, cost and energy of a static batch on one deployment."""
     spec, chip = get_model(model), get_chip(hardware)
     work = Workload(batch, input_tokens, output_tokens)
     dep = resolve_deployment(spec, chip, work, chips, tp, pp, ep, precision, kv_precision)
-    pred = predict_static(spec, chip, dep, work)
+    pred = predict_static(spec, chip, dep, work, spec=spec_decode(spec_tokens, acceptance, draft_cost))
     if json_out:
         emit_json(pred.as_dict())
     else:
@@ -117,6 +123,9 @@ def compare(
     hardware: Annotated[str | None, typer.Option("--hardware", "-H", help="comma-separated chip ids (default: every chip in the catalog)")] = None,
     precision: PrecisionOpt = "bf16",
     kv_precision: KvPrecisionOpt = None,
+    spec_tokens: SpecTokensOpt = 0,
+    acceptance: AcceptanceOpt = 0.7,
+    draft_cost: DraftCostOpt = 0.05,
     sort: Annotated[str, typer.Option(help="sort key: tok_s_user, tok_s_chip, usd_per_mtok")] = "tok_s_user",
     json_out: JsonOpt = False,
 ) -> None:
@@ -128,6 +137,7 @@ def compare(
     if sort not in keys:
         raise TokenfleetError(f"unknown --sort {sort!r}: choose one of: {', '.join(keys)}")
     check_precision(precision)
+    speculation = spec_decode(spec_tokens, acceptance, draft_cost)
     if kv_precision:
         check_precision(kv_precision, "--kv-precision")
     rows: list[Prediction] = []
@@ -135,7 +145,7 @@ def compare(
     for chip in parse_hardware_list(hardware, sorted(all_chips())):
         try:
             dep = resolve_deployment(spec, chip, work, "auto", precision=precision, kv_precision=kv_precision)
-            rows.append(predict_static(spec, chip, dep, work))
+            rows.append(predict_static(spec, chip, dep, work, spec=speculation))
         except TokenfleetError as exc:
             failures[chip.id] = str(exc)
     rows.sort(key=keys[sort])
@@ -219,8 +229,9 @@ def simulate(
     seed: Annotated[int, typer.Option(help="seed for synthetic arrivals and lengths")] = 0,
     max_num_seqs: Annotated[int, typer.Option(help="cap on running sequences per replica")] = 256,
     max_batched_tokens: Annotated[int, typer.Option(help="per-step token budget (chunk size)")] = 8192,
-    spec_tokens: Annotated[int, typer.Option(help="speculative draft tokens per step (0 = off)")] = 0,
-    acceptance: Annotated[float, typer.Option(help="speculative acceptance rate per token")] = 0.7,
+    spec_tokens: SpecTokensOpt = 0,
+    acceptance: AcceptanceOpt = 0.7,
+    draft_cost: DraftCostOpt = 0.05,
     slo: Annotated[list[str] | None, typer.Option(help="e.g. p99_ttft_ms=<=500 (repeatable)")] = None,
     out: Annotated[Path | None, typer.Option(help="folder for summary.json and requests.jsonl")] = None,
     json_out: JsonOpt = False,
@@ -233,7 +244,7 @@ def simulate(
     summaries = run_simulations(
         model, hardware, flags, chips, (precision, kv_precision), replicas, router,
         {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,
-         "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance}},
+         "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance, "draft_cost_ratio": draft_cost}},
         slo or [], out, quiet=json_out,
     )
     if json_out:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
 from tokenfleet.catalog.chips import ChipSpec, get_chip
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.errors import TokenfleetError
@@ -9,6 +11,18 @@ from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment, parallelism_problem, tp_sizes
 from tokenfleet.perf.precision import check_precision, default_kv_precision
 from tokenfleet.perf.predict import Workload
+from tokenfleet.perf.speculative import SpecDecode
+
+SPEC_FLAGS = {"draft_tokens": "--spec-tokens", "acceptance_rate": "--acceptance", "draft_cost_ratio": "--draft-cost"}
+
+
+def spec_decode(draft_tokens: int, acceptance_rate: float, draft_cost_ratio: float) -> SpecDecode:
+    """Speculative decoding from its flags; a bad value gets one line naming its flag."""
+    try:
+        return SpecDecode(draft_tokens=draft_tokens, acceptance_rate=acceptance_rate, draft_cost_ratio=draft_cost_ratio)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        raise TokenfleetError(f"{SPEC_FLAGS[str(err['loc'][0])]} {err['input']!r}: {err['msg'].lower()}") from None
 
 
 def resolve_deployment(

@@ -25,7 +25,7 @@ from tokenfleet.workload.traces import Trace, load_trace, shared_prefixes, synth
 DEFAULT_SYNTHETIC_REQUESTS = 1000
 #: The scheduler settings' flags, to name them in errors.
 SCHEDULER_FLAGS = {"max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-batched-tokens",
-                   "spec.draft_tokens": "--spec-tokens", "spec.acceptance_rate": "--acceptance"}
+                   "spec.draft_tokens": "--spec-tokens", "spec.acceptance_rate": "--acceptance", "spec.draft_cost_ratio": "--draft-cost"}
 
 
 @dataclass(frozen=True)

@@ -82,7 +82,8 @@ def model_detail(m: ModelSpec) -> Table:
 
 
 def prediction_panel(p: Prediction) -> Table:
-    t = Table(title=f"{p.model} on {p.hardware}: {p.deployment}, batch {p.batch}, {p.input_tokens} in / {p.output_tokens} out")
+    spec = f", speculative: {p.decode_tokens_per_step:.2f} tokens per decode step" if p.decode_tokens_per_step > 1 else ""
+    t = Table(title=f"{p.model} on {p.hardware}: {p.deployment}, batch {p.batch}, {p.input_tokens} in / {p.output_tokens} out{spec}")
     t.add_column("metric")
     t.add_column("value", justify="right")
     t.add_column(f"band (x/÷{p.band_factor:.2f})", justify="right")
@@ -105,7 +106,9 @@ def prediction_panel(p: Prediction) -> Table:
 def compare_table(rows: list[Prediction], model: str, work: Workload, precision: str) -> Table:
     """One row per chip; `*` marks a chip whose compute peak or weight-memory bandwidth for this
     run is an estimate in the catalog (`tokenfleet catalog show CHIP` says which and why)."""
-    t = Table(title=f"{model}: batch {work.batch}, {work.input_tokens} in / {work.output_tokens} out",
+    e = rows[0].decode_tokens_per_step if rows else 1.0
+    spec = f", speculative: {e:.2f} tokens per decode step" if e > 1 else ""
+    t = Table(title=f"{model}: batch {work.batch}, {work.input_tokens} in / {work.output_tokens} out{spec}",
               caption="* compute peak or memory bandwidth is an estimate, not a published figure")
     for col in ("hardware", "deployment", "TTFT ms", "tok/s/user", "tok/s/chip", "$/Mtok", "J/tok", "bound", "weights in"):
         t.add_column(col, justify="right" if col not in ("hardware", "deployment", "bound", "weights in") else "left")

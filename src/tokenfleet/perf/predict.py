@@ -1,9 +1,11 @@
 """Request-level predictions for a static batch: B identical requests start together on an idle
-replica; one prefill step, then one decode step per output token. This is what `predict`,
-`compare` and the `static` and `per_user` validation rows use."""
+replica; one prefill step, then one decode step per output token (with speculative decoding, per
+expected accepted tokens, as the simulator counts them). This is what `predict`, `compare` and the
+`static` and `per_user` validation rows use."""
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -16,6 +18,7 @@ from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.efficiency import calibration_for
 from tokenfleet.perf.memory import MemoryPlan, require_fit
+from tokenfleet.perf.speculative import SpecDecode
 from tokenfleet.perf.step import (
     BatchShape,
     Efficiency,
@@ -25,6 +28,8 @@ from tokenfleet.perf.step import (
     idle_power_w,
     model_window,
 )
+
+NO_SPEC = SpecDecode()
 
 
 @dataclass(frozen=True)
@@ -69,6 +74,7 @@ class Prediction:
     memory_capacity_gb_per_chip: float
     breakdown_decode_s: dict[str, float]
     breakdown_prefill_s: dict[str, float]
+    decode_tokens_per_step: float = 1.0  # expected tokens per sequence and decode step (speculative decoding: > 1)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -92,19 +98,31 @@ def _breakdown(t: StepTime) -> dict[str, float]:
     }
 
 
-def decode_shapes(model: ModelSpec, work: Workload) -> BatchShape:
-    """The O-1 decode steps of a static batch as one vectorised BatchShape."""
-    ctx = work.input_tokens + np.arange(1, max(work.output_tokens, 2), dtype=float)
+def _with_drafting(parts: dict[str, float], spec: SpecDecode) -> dict[str, float]:
+    """The target model's decode parts, plus what drafting adds on top of them."""
+    if not spec.draft_tokens:
+        return parts
+    draft = parts["total_s"] * (spec.draft_factor - 1)
+    return {**parts, "drafting_s": draft, "total_s": parts["total_s"] + draft}
+
+
+def decode_shapes(model: ModelSpec, work: Workload, spec: SpecDecode = NO_SPEC) -> BatchShape:
+    """The decode steps of a static batch as one vectorised BatchShape: O-1 of them, or with
+    speculation ceil((O-1) / e), each verifying k+1 tokens per sequence and growing the context
+    by the e tokens it accepts on average."""
+    e, t = spec.tokens_per_step, spec.verified_tokens
+    steps = max(math.ceil((work.output_tokens - 1) / e - 1e-9), 1)
+    ctx = work.input_tokens + e * np.arange(1, steps + 1, dtype=float)
     b = float(work.batch)
-    window = model_window(model)
-    capped = np.minimum(ctx, window)
+    capped = np.minimum(ctx, model_window(model))
+    pairs_lost = t * (t - 1) / 2  # the verified tokens attend to each other causally
     return BatchShape(
         num_seqs=b,
-        new_tokens=b,
+        new_tokens=b * t,
         kv_tokens=b * ctx,
         kv_tokens_window=b * capped,
-        attn_pairs=b * ctx,
-        attn_pairs_window=b * capped,
+        attn_pairs=b * (t * ctx - pairs_lost),
+        attn_pairs_window=b * (t * capped - pairs_lost),
     )
 
 
@@ -119,20 +137,21 @@ def check_context(model: ModelSpec, work: Workload) -> None:
                               f"{model.max_context_tokens:,}-token context window: shorten --input or --output")
 
 
-def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None) -> Prediction:
+def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Workload, eff: Efficiency | None = None,
+                   spec: SpecDecode = NO_SPEC) -> Prediction:
     """Predict one static batch; raises a one-line error if the model's context window or the
     deployment cannot hold it."""
     check_context(model, work)
     sm = step_model(model, chip, dep, work, eff)
     require_fit(sm.memory, dep, chip)
     prefill = sm.step(batch_shape(model, [work.input_tokens] * work.batch, [work.input_tokens] * work.batch))
-    decode = sm.step(decode_shapes(model, work)) if work.output_tokens > 1 else None
+    decode = sm.step(decode_shapes(model, work, spec)) if work.output_tokens > 1 else None
     ttft = float(prefill.latency_s)
-    decode_s = float(np.sum(decode.latency_s)) if decode is not None else 0.0
+    decode_s = float(np.sum(decode.latency_s)) * spec.draft_factor if decode is not None else 0.0
     e2e = ttft + decode_s
     tpot = decode_s / (work.output_tokens - 1) if work.output_tokens > 1 else 0.0
     out_tokens = work.batch * work.output_tokens
-    energy = float(prefill.energy_j) + (float(np.sum(decode.energy_j)) if decode is not None else 0.0)
+    energy = float(prefill.energy_j) + (float(np.sum(decode.energy_j)) * spec.draft_factor if decode is not None else 0.0)
     energy += idle_power_w(chip, dep) * e2e * (dep.pp - 1) / dep.pp  # one batch: the other micro-batch slots sit idle
     band = float(np.exp(calibration_for(chip).band_log))
     return Prediction(
@@ -158,8 +177,9 @@ def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Work
         kv_tier=sm.memory.kv_tier,
         memory_gb_per_chip=_used_gb(sm.memory),
         memory_capacity_gb_per_chip=_capacity_gb(chip, sm.memory),
-        breakdown_decode_s=_breakdown(decode) if decode is not None else {},
+        breakdown_decode_s=_with_drafting(_breakdown(decode), spec) if decode is not None else {},
         breakdown_prefill_s=_breakdown(prefill),
+        decode_tokens_per_step=spec.tokens_per_step,
     )
 
 

@@ -4,21 +4,9 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tokenfleet.perf.speculative import SpecDecode
 
-class SpecDecode(BaseModel):
-    """Speculative decoding: a draft (or MTP head) proposes `draft_tokens`; each is accepted with
-    probability `acceptance_rate`, so a step yields (1 - a^(k+1)) / (1 - a) tokens on average
-    [Leviathan et al. 2023] at the cost of verifying k+1 tokens plus drafting."""
-
-    model_config = ConfigDict(frozen=True, extra="forbid")
-    draft_tokens: int = Field(default=0, ge=0, le=16, description="k: tokens proposed per step (0 = off)")
-    acceptance_rate: float = Field(default=0.7, ge=0.0, lt=1.0, description="per-token acceptance probability")
-    draft_cost_ratio: float = Field(default=0.05, ge=0.0, le=1.0, description="one draft token's cost as a share of a target decode step")
-
-    @property
-    def tokens_per_step(self) -> float:
-        a, k = self.acceptance_rate, self.draft_tokens
-        return (1 - a ** (k + 1)) / (1 - a) if k else 1.0
+__all__ = ["SchedulerConfig", "SpecDecode"]
 
 
 class SchedulerConfig(BaseModel):

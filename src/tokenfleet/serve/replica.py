@@ -26,7 +26,7 @@ class Replica:
         self.sched = Scheduler(cfg, pool, cost.window, recurrent_state=cost.model.num_linear_layers > 0)
         self.clock = 0.0
         self.busy_s = self.energy_j = self.kv_token_s = 0.0
-        self.draft_factor = 1 + cfg.spec.draft_tokens * cfg.spec.draft_cost_ratio
+        self.draft_factor = cfg.spec.draft_factor
         self.outstanding_tokens = 0.0
         self.stalled = False
 

@@ -85,7 +85,7 @@ class Scheduler:
         self.prefix_step_tokens = max(cfg.max_num_batched_tokens // block, 1) * block if recurrent_state else block
         self.reserve = cfg.reserve_output_kv
         self.e = cfg.spec.tokens_per_step  # tokens accepted per decode step (1 without speculation)
-        self.t = cfg.spec.draft_tokens + 1  # tokens verified per decode step
+        self.t = cfg.spec.verified_tokens  # tokens verified per decode step
         self.waiting: deque[Request] = deque()
         self.prefilling: deque[Request] = deque()
         self.decoding: dict[int, Request] = {}  # insertion order = decode start order
