@@ -75,3 +75,21 @@ def test_a_class_must_clear_its_target_unloaded_by_one_standard_error_to_be_serv
     alone = job.unloaded_check()
     assert alone["rate_per_s"] == pytest.approx(job.estimate_per_s / 256) and alone["met"]
     assert job.run()["probes"][0] == alone  # the search starts there and keeps it in its log
+
+
+def test_a_scheduler_with_speculative_decoding_is_screened_with_it() -> None:
+    """A TPOT bound one request alone misses may be met with a draft model; the static screen
+    must not prune that candidate before the simulator sees it."""
+    from tokenfleet.catalog.chips import get_chip
+    from tokenfleet.catalog.models import get_model
+    from tokenfleet.fleet.candidates import static_estimate
+    from tokenfleet.fleet.traffic import class_stats
+    from tokenfleet.perf.deployment import Deployment
+    from tokenfleet.serve.config import SchedulerConfig, SpecDecode
+
+    cls = parse_plan(tiny_plan()).classes[1].model_copy(update={"min_tok_s_per_user": 250.0})
+    args = (get_model("llama-3.1-8b"), get_chip("h100-sxm"), Deployment(chips=1, tp=1, pp=1))
+    plain = static_estimate(*args, SchedulerConfig(), cls, class_stats(cls))
+    spec = static_estimate(*args, SchedulerConfig(spec=SpecDecode(draft_tokens=4, acceptance_rate=0.9)), cls, class_stats(cls))
+    assert plain.rate_per_s == 0 and "TPOT" in plain.reason
+    assert spec.rate_per_s > 0 and spec.tpot_s < 0.004 < plain.tpot_s

@@ -113,3 +113,30 @@ def test_a_model_whose_context_is_shorter_than_a_class_s_requests_is_not_conside
     ctx = prepare(parse_plan(tiny_plan(classes=[{**chat, "models": ["llama-3-8b", "llama-3.1-8b"]}, code])))
     assert {ch.candidate.model for ch in ctx.choices if ch.cls == "chat"} == {"llama-3.1-8b"}
     assert any("chat: llama-3-8b not considered: its 8,192-token context" in n for n in ctx.notes)
+
+
+def test_candidates_that_differ_only_in_speculation_kv_format_or_ep_stay_apart() -> None:
+    """Each is simulated under its own settings: one key per candidate, never one for two."""
+    from tokenfleet.fleet.candidates import Candidate, Stage
+    from tokenfleet.perf.deployment import Deployment
+    from tokenfleet.serve.config import SchedulerConfig, SpecDecode
+
+    dep = Deployment(chips=8, tp=8, pp=1, weight_precision="fp8", kv_precision="fp8")
+    variants = [
+        Candidate("mixtral-8x7b", (Stage("h100-sxm", dep),)),
+        Candidate("mixtral-8x7b", (Stage("h100-sxm", dep),), SchedulerConfig(spec=SpecDecode(draft_tokens=3))),
+        Candidate("mixtral-8x7b", (Stage("h100-sxm", dep.model_copy(update={"kv_precision": "bf16"})),)),
+        Candidate("mixtral-8x7b", (Stage("h100-sxm", dep.model_copy(update={"ep": 8})),)),
+        Candidate("mixtral-8x7b", (Stage("h100-sxm", dep),), SchedulerConfig(reserve_output_kv=True)),
+    ]
+    assert len({c.key for c in variants}) == len(variants)
+    assert "spec 3 @ 0.7" in variants[1].label
+
+
+def test_a_plan_with_and_without_a_draft_model_sizes_both(tmp_path: Path) -> None:
+    schedulers = [{}, {"spec": {"draft_tokens": 4, "acceptance_rate": 0.9}}]
+    ctx = prepare(parse_plan(tiny_plan(options={"schedulers": schedulers})))
+    specs = {c.scheduler.spec.draft_tokens for c in ctx.candidates.values()}
+    assert specs == {0, 4}
+    assert {job.candidate.scheduler.spec.draft_tokens for job in ctx.jobs.values()} <= specs
+    assert all(ctx.candidates[key].scheduler == job.candidate.scheduler for (_, key), job in ctx.jobs.items())

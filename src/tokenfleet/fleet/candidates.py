@@ -48,6 +48,14 @@ class Stage:
         return self.deployment.chips * self.replicas
 
 
+def _non_default(sched: SchedulerConfig) -> dict[str, Any]:
+    """Scheduler settings other than chunk and seqs that differ from the defaults, flattened."""
+    ours, default = sched.model_dump(), SchedulerConfig().model_dump()
+    flat = {k: v for k, v in ours.items() if k not in ("max_num_batched_tokens", "max_num_seqs", "spec") and v != default[k]}
+    flat |= {f"spec.{k}": v for k, v in ours["spec"].items() if ours["spec"]["draft_tokens"] and v != default["spec"][k]}
+    return flat
+
+
 @dataclass(frozen=True)
 class Candidate:
     """One unit the optimiser may replicate: a replica (or a prefill + decode group)."""
@@ -62,15 +70,19 @@ class Candidate:
 
     @property
     def key(self) -> str:
-        parts = [f"{s.replicas}x{s.chip_id}:{s.deployment.chips}c-tp{s.deployment.tp}-pp{s.deployment.pp}-{s.deployment.weight_precision}" for s in self.stages]
+        """Unique per candidate: two that differ in any deployment or scheduler setting differ here."""
+        parts = [f"{s.replicas}x{s.chip_id}:{s.deployment.describe().replace(' ', '-')}" for s in self.stages]
         s = self.scheduler
-        return f"{self.model}|{'>'.join(parts)}|chunk{s.max_num_batched_tokens}-seqs{s.max_num_seqs}"
+        extra = "".join(f"-{k}={v}" for k, v in _non_default(s).items())
+        return f"{self.model}|{'>'.join(parts)}|chunk{s.max_num_batched_tokens}-seqs{s.max_num_seqs}{extra}"
 
     @property
     def label(self) -> str:
         stages = " -> ".join(f"{f'{s.replicas}x ' if s.replicas > 1 else ''}{s.chip_id} {s.deployment.describe()}" for s in self.stages)
         prefix = "prefill " if self.disaggregated else ""
-        return f"{prefix}{stages} (chunk {self.scheduler.max_num_batched_tokens}, seqs {self.scheduler.max_num_seqs})"
+        spec = self.scheduler.spec
+        drafts = f", spec {spec.draft_tokens} @ {spec.acceptance_rate:g}" if spec.draft_tokens else ""
+        return f"{prefix}{stages} (chunk {self.scheduler.max_num_batched_tokens}, seqs {self.scheduler.max_num_seqs}{drafts})"
 
     @property
     def short(self) -> str:
@@ -164,11 +176,12 @@ def _max_sequences(model: ModelSpec, chip: ChipSpec, dep: Deployment, context_to
 def static_estimate(model: ModelSpec, chip: ChipSpec, dep: Deployment, sched: SchedulerConfig, cls: TrafficClass, stats: ClassStats) -> StaticEstimate:
     """Largest static batch (powers of two up to the sequence cap) whose TPOT meets the bound,
     as requests/s; 0 with a reason when even one request alone misses a bound. A pipelined
-    replica keeps `pp` such batches in flight, as the simulator's micro-batch engines do."""
+    replica keeps `pp` such batches in flight, as the simulator's micro-batch engines do; a
+    scheduler with speculative decoding is estimated with it, as it will be simulated."""
     ttft_bound, tpot_bound = _upper_bounds_s(cls, "ttft"), _upper_bounds_s(cls, "tpot")
     inp, out = max(int(stats.mean_input_tokens), 1), max(int(stats.mean_output_tokens), 2)
     try:
-        alone = predict_static(model, chip, dep, Workload(1, max(int(stats.quantile_input_tokens), 1), out))
+        alone = predict_static(model, chip, dep, Workload(1, max(int(stats.quantile_input_tokens), 1), out), spec=sched.spec)
     except TokenfleetError as exc:
         return StaticEstimate(0.0, math.inf, math.inf, str(exc))
     if alone.ttft_s > ttft_bound * 1.02:
@@ -179,7 +192,7 @@ def static_estimate(model: ModelSpec, chip: ChipSpec, dep: Deployment, sched: Sc
     best, batch = 0.0, 1
     while batch <= seats:
         try:
-            p = predict_static(model, chip, dep, Workload(batch, inp, out))
+            p = predict_static(model, chip, dep, Workload(batch, inp, out), spec=sched.spec)
         except TokenfleetError:
             break
         if p.tpot_s > tpot_bound:
