@@ -138,6 +138,7 @@ def test_a_speculative_static_batch_matches_the_cost_model(k: int, a: float) -> 
     pred = predict_static(MODEL, CHIP, deployment(), Workload(b, i, o), spec=spec)
     plain = predict_static(MODEL, CHIP, deployment(), Workload(b, i, o))
     assert summary["mean_tpot_ms"] / 1e3 == pytest.approx(pred.tpot_s, rel=1e-6)
+    assert summary["mean_ttft_ms"] / 1e3 == pytest.approx(pred.ttft_s, rel=0.01)  # the prompt step drafts nothing
     assert pred.tpot_s < plain.tpot_s and pred.ttft_s == plain.ttft_s
     assert pred.breakdown_decode_s["total_s"] == pytest.approx(pred.tpot_s * (o - 1), rel=1e-9)
 

@@ -52,8 +52,9 @@ class Replica:
                 self.stalled = True
                 return
             latency_s, energy_j = self.cost.scalar(*self._shape(plan))
-            dt = latency_s * self.draft_factor
-            self._account(energy_j, dt)
+            drafting = self.draft_factor if plan.decodes else 1.0  # a prefill-only step drafts nothing
+            dt = latency_s * drafting
+            self._account(energy_j * drafting, dt)
             self.clock += dt
             if plan.decodes:
                 self.metrics.itl(dt, plan.decodes)
@@ -89,10 +90,10 @@ class Replica:
             self.outstanding_tokens -= req.prompt + req.output
             self.metrics.complete(req)
 
-    def _account(self, target_energy_j: float, wall_s: float) -> None:
-        """Busy time, energy (drafting scales both) and token-seconds of KV held."""
+    def _account(self, energy_j: float, wall_s: float) -> None:
+        """Busy time, energy (drafting included) and token-seconds of KV held."""
         self.busy_s += wall_s
-        self.energy_j += target_energy_j * self.draft_factor
+        self.energy_j += energy_j
         self.kv_token_s += self.pool.used_tokens * wall_s
 
     # --- closed-form decode runs -------------------------------------------------------------
@@ -140,7 +141,7 @@ class Replica:
             kv, kv_w = s.ctx_sum, self._decode_window_ctx()
             latency_s, energy_j = self.cost.scalar(n, n * s.t, kv, kv_w, s.t * kv - n * t_pairs, s.t * kv_w - s.in_window * t_pairs)
             dt = latency_s * self.draft_factor
-            self._account(energy_j, dt)
+            self._account(energy_j * self.draft_factor, dt)
             self.clock += dt
             self.metrics.itl(dt, n)
         return k
