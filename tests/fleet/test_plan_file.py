@@ -34,6 +34,7 @@ def with_class(i: int, **changes: Any) -> dict[str, Any]:
         (with_class(0, share=0.1), "shares add up to 0.5; make them add up to 1"),
         (tiny_plan(hardware=["h200"]), "hardware[0].chip: unknown hardware 'h200': did you mean 'b200', 'h200-sxm'"),
         (tiny_plan(hardware=[{"chip": "b200", "precisions": ["fp7"]}]), "hardware[0].precisions: unknown precision 'fp7'"),
+        (tiny_plan(hardware=[{"chip": "b200", "kv_precisions": ["fp7"]}]), "hardware[0].kv_precisions: unknown KV precision 'fp7'"),
         (tiny_plan(limits={"chips_available": {"b200": 8}}), "limits.chips_available: b200 is not in hardware (h100-sxm)"),
         (tiny_plan(options={"requests_per_search": 5}), "options.requests_per_search: Input should be greater than or equal to 50"),
         (tiny_plan(total_rate_per_s=None), "classes use share: give total_rate_per_s"),
@@ -77,3 +78,17 @@ def test_cli_validation_error_is_one_line_exit_2(tmp_path: Path) -> None:
     out = tokenfleet("plan", str(path), "--no-cache")
     assert out.returncode == 2, out.stderr
     assert out.stderr.strip() == "error: plan.yaml: classes[1].slo.p99_ttft_ms: '<=abc' must look like '<=500' (milliseconds)"
+
+
+def test_kv_cache_formats_are_tried_beside_each_weight_format() -> None:
+    from tokenfleet.catalog.chips import get_chip
+    from tokenfleet.catalog.models import get_model
+    from tokenfleet.fleet.candidates import deployments_for
+
+    default, both = (parse_plan(tiny_plan(hardware=[entry])).hardware[0] for entry in
+                     ({"chip": "h100-sxm", "precisions": ["bf16", "fp8"]},
+                      {"chip": "h100-sxm", "precisions": ["bf16", "fp8"], "kv_precisions": ["bf16", "fp8"]}))
+    assert default.formats() == [("bf16", "bf16"), ("fp8", "fp8")]
+    assert len(both.formats()) == 4
+    deps, _ = deployments_for(get_model("llama-3.1-8b"), get_chip("h100-sxm"), both, 8000)
+    assert {(d.weight_precision, d.kv_precision) for d in deps} == set(both.formats())

@@ -239,8 +239,9 @@ def simulate(
     """Replay a trace, or synthetic arrivals, through replicas with continuous batching; vllm-bench-style metrics."""
     from tokenfleet.cli.simulate_cmd import WorkloadFlags, run_simulations
 
-    flags = WorkloadFlags(trace, rate_scale, rate, arrival, burstiness, input_tokens, output_tokens, range_ratio, requests, seed,
-                          shared_prefix, prefix_groups)
+    flags = WorkloadFlags(trace=trace, rate_scale=rate_scale, rate=rate, arrival=arrival, burstiness=burstiness,
+                          input_tokens=input_tokens, output_tokens=output_tokens, range_ratio=range_ratio, requests=requests,
+                          seed=seed, shared_prefix_tokens=shared_prefix, prefix_groups=prefix_groups)
     summaries = run_simulations(
         model, hardware, flags, chips, (precision, kv_precision), replicas, router,
         {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,

@@ -129,15 +129,16 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
     with expert parallelism over the TP group); and notes on precisions that do not fit."""
     out: list[Deployment] = []
     notes: list[str] = []
-    for prec in entry.precisions:
-        precs = {"weight_precision": prec, "kv_precision": default_kv_precision(prec)}
+    for prec, kv in entry.formats():
+        precs = {"weight_precision": prec, "kv_precision": kv}
+        fmt = prec if kv == default_kv_precision(prec) else f"{prec} KV {kv}"
         try:
             smallest = auto_deployment(model, chip, KV_LONGEST_REQUESTS, longest_tokens, **precs)
         except TokenfleetError as exc:
-            notes.append(f"{chip.id} {prec}: {model.name}: {exc}")
+            notes.append(f"{chip.id} {fmt}: {model.name}: {exc}")
             continue
         if entry.max_chips_per_replica is not None and smallest.chips > entry.max_chips_per_replica:
-            notes.append(f"{chip.id} {prec}: {model.name} with KV for {KV_LONGEST_REQUESTS} of its longest requests needs "
+            notes.append(f"{chip.id} {fmt}: {model.name} with KV for {KV_LONGEST_REQUESTS} of its longest requests needs "
                          f"{smallest.chips} chips per replica; max_chips_per_replica is {entry.max_chips_per_replica}")
             continue
         for n in chip_counts(chip, smallest.chips, entry.max_chips_per_replica):

@@ -29,7 +29,7 @@ from pydantic import (
 from tokenfleet.catalog.chips import get_chip
 from tokenfleet.catalog.models import get_model
 from tokenfleet.errors import TokenfleetError
-from tokenfleet.perf.precision import check_precision
+from tokenfleet.perf.precision import check_precision, default_kv_precision
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import parse_slo
 from tokenfleet.workload.lengths import LengthDist
@@ -167,6 +167,7 @@ class HardwareEntry(BaseModel):
     chip: ChipId = Field(description="catalog chip id, e.g. h200-sxm")
     max_chips_per_replica: int | None = Field(default=None, ge=1, le=16384, description="largest replica in chips (default: 8x the smallest that fits on GPUs/TPUs, 2x on SRAM systems)")
     precisions: list[str] = Field(default_factory=lambda: ["bf16"], min_length=1, description="weight formats allowed: bf16, fp8, int8, fp4, int4, mxfp4")
+    kv_precisions: list[str] | None = Field(default=None, min_length=1, description="KV-cache formats to try with each weight format (default: fp8 with 8-bit or narrower weights, else bf16)")
     price_usd_per_chip_hour: float | None = Field(default=None, gt=0, le=1e6, description="override the catalog / TCO price, $ per chip-hour")
     capex_usd_per_chip: float | None = Field(default=None, gt=0, le=1e9, description="purchase price per chip for prices.basis: tco")
     schedulers: list[SchedulerConfig] | None = Field(default=None, min_length=1, description="scheduler settings for this chip (default: options.schedulers)")
@@ -180,6 +181,15 @@ class HardwareEntry(BaseModel):
     @classmethod
     def _precisions(cls, value: list[str]) -> list[str]:
         return [check_precision(p, "precision") for p in value]
+
+    @field_validator("kv_precisions")
+    @classmethod
+    def _kv_precisions(cls, value: list[str] | None) -> list[str] | None:
+        return None if value is None else [check_precision(p, "KV precision") for p in value]
+
+    def formats(self) -> list[tuple[str, str]]:
+        """(weight, KV) format pairs to try, each weight format with its default cache if none are listed."""
+        return [(w, kv) for w in self.precisions for kv in (self.kv_precisions or [default_kv_precision(w)])]
 
 
 class TcoSpec(BaseModel):
