@@ -89,3 +89,22 @@ def test_an_fp8_kv_cache_beside_16_bit_weights_halves_the_cache_the_same_traffic
     bf16, fp8 = run_json(*args), run_json(*args, "--kv-precision", "fp8")
     assert (bf16["deployment"], fp8["deployment"]) == ("1 chip TP1 bf16", "1 chip TP1 bf16 KV fp8")
     assert fp8["mean_kv_occupancy"] < 0.7 * bf16["mean_kv_occupancy"]
+
+
+def test_an_interrupted_run_says_where_its_finished_requests_are(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    proc = subprocess.Popen([sys.executable, "-m", "tokenfleet.cli.main", *BASE, "--requests", "2000000", "--out", str(tmp_path)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    jsonl = tmp_path / "requests-h100-sxm.jsonl"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (jsonl.exists() and jsonl.stat().st_size > 0):  # the run is under way
+        time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 2 and "Traceback" not in err
+    assert f"the requests it finished are in {jsonl}" in err
+    assert len(jsonl.read_text().splitlines()) > 0

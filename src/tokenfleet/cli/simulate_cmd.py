@@ -164,7 +164,7 @@ def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips:
     # (requests beyond the model's context are refused, so they size nothing)
     lengths = trace.input_tokens + trace.output_tokens
     longest = int(lengths[lengths <= model.context_window_tokens].max(initial=1))
-    summaries = []
+    summaries: list[dict[str, Any]] = []
     for chip_id in [h.strip() for h in hardware.split(",") if h.strip()]:
         chip = get_chip(chip_id)
         dep = _deployment(model, chip, longest, chips, precisions)
@@ -174,14 +174,26 @@ def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips:
             def advance(done: int, total: int, task: TaskID = task) -> None:
                 bar.update(task, completed=done)
 
-            result = simulate(model, chip, dep, trace, cfg, replicas, router, slo, stream, progress=advance)
-            if stream is not None:
-                stream.close()
+            try:
+                result = simulate(model, chip, dep, trace, cfg, replicas, router, slo, stream, progress=advance)
+            except KeyboardInterrupt:
+                raise TokenfleetError(_interrupted(chip.id, out, [s["hardware"] for s in summaries])) from None
+            finally:
+                if stream is not None:
+                    stream.close()
         summary = {"model": model.name, "hardware": chip.id, **flags.describe(), **result.summary}
         if out is not None:
             (out / f"summary-{chip.id}.json").write_text(json.dumps(summary, indent=2))
         summaries.append(summary)
     return summaries
+
+
+def _interrupted(chip_id: str, out: Path | None, finished: list[str]) -> str:
+    """What an interrupted run kept: the finished chips' summaries and this chip's finished requests."""
+    if out is None:
+        return f"interrupted while simulating {chip_id}; give --out DIR to keep finished requests and summaries"
+    kept = f"; summaries of {', '.join(finished)} are in {out}" if finished else ""
+    return f"interrupted while simulating {chip_id}: the requests it finished are in {out / f'requests-{chip_id}.jsonl'}{kept}"
 
 
 def _deployment(model, chip, longest: int, chips: str, precisions: tuple[str, str | None]):  # type: ignore[no-untyped-def]
