@@ -154,6 +154,8 @@ def scheduler_config(sched: dict[str, Any]) -> SchedulerConfig:
 
 def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips: str, precisions: tuple[str, str | None], replicas: int, router: str,
                     sched: dict[str, Any], slo_flags: list[str], out: Path | None, quiet: bool = False) -> list[dict[str, Any]]:
+    """One summary per chip in `hardware` (comma-separated), each over the same requests; with
+    `out`, each chip's summary and per-request JSONL are written as it finishes."""
     if replicas <= 0:
         raise TokenfleetError(f"--replicas must be a positive integer, got {replicas}")
     model, slo = get_model(model_name), parse_slo_flags(slo_flags)
