@@ -191,6 +191,24 @@ def test_routers_spread_work_over_replicas(router: str) -> None:
     assert summary["completed"] == 200 and summary["chips"] == 3
 
 
+def test_prefix_affinity_partitions_prefixes_too_many_for_one_cache() -> None:
+    """64 shared 16k-token prefixes do not fit one H100's cache beside Llama-3.1-8B, but a quarter
+    of them does: routing each group to its own engine keeps them resident, spreading requests
+    blindly evicts them. (Block ids are structured, g x 10^6 + j: the router must still spread
+    them over all engines.)"""
+    from tokenfleet.workload.traces import shared_prefixes
+
+    n = 1500
+    base = synthetic(n, 6.0, Trace("l", np.zeros(1), np.array([20_000]), np.array([100])), seed=2)
+    trace = Trace("shared", base.arrival_s, base.input_tokens, base.output_tokens,
+                  shared_prefixes(base.input_tokens, 16_384, 64, np.random.default_rng(0)))
+    spread, _ = run(trace, replicas=4, router="round-robin")
+    affine, records = run(trace, replicas=4, router="prefix-affinity")
+    assert affine["prefix_hit_token_share"] > spread["prefix_hit_token_share"] + 0.2
+    assert affine["mean_ttft_ms"] < spread["mean_ttft_ms"] and affine["completed"] == n
+    assert affine["utilisation"] > 0.5  # all four engines work, not one
+
+
 def test_bad_inputs() -> None:
     with pytest.raises(TokenfleetError, match="unknown router 'fastest'; choose one of"):
         run(trace_of([0.0], [10], [10]), router="fastest")

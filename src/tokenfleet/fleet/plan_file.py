@@ -246,7 +246,7 @@ class VerifyOptions(BaseModel):
     max_requests: int = Field(default=20000, ge=100, le=10_000_000, description="cap on simulated requests per deployment")
     max_rounds: int = Field(default=8, ge=1, le=30, description="tighten-and-resolve rounds before giving up")
     tighten_factor: float = Field(default=0.9, gt=0, lt=1, description="capacity scale applied to a (class, deployment) that missed its target")
-    router: Literal["round-robin", "least-outstanding-tokens"] = Field(default="least-outstanding-tokens", description="router among a deployment's replicas")
+    router: Literal["round-robin", "least-outstanding-tokens", "prefix-affinity"] = Field(default="least-outstanding-tokens", description="router among a deployment's replicas (prefix-affinity: sglang-router's cache-aware policy)")
 
 
 class DisaggPair(BaseModel):
