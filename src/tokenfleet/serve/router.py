@@ -50,7 +50,8 @@ class PrefixAffinity:
     engine it was last routed to (as the router's radix tree inserts a prompt when it routes it);
     a request goes to the engine holding the longest run of its leading blocks when that run
     covers more than CACHE_THRESHOLD of the prompt, else, or when loads are imbalanced, to the
-    shortest queue."""
+    shortest queue (below the threshold sglang-router picks the worker with the smallest tree;
+    we take the shortest queue). Policy and defaults: sgl-project/sglang router README."""
 
     def __init__(self) -> None:
         self.owner: OrderedDict[int, int] = OrderedDict()
