@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import ValidationError
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
 
 from tokenfleet.catalog.chips import ChipSpec, get_chip
 from tokenfleet.catalog.models import ModelSpec
@@ -13,16 +15,26 @@ from tokenfleet.perf.precision import check_precision, default_kv_precision
 from tokenfleet.perf.predict import Workload
 from tokenfleet.perf.speculative import SpecDecode
 
+SettingsT = TypeVar("SettingsT", bound=BaseModel)
+
 SPEC_FLAGS = {"draft_tokens": "--spec-tokens", "acceptance_rate": "--acceptance", "draft_cost_ratio": "--draft-cost"}
 
 
-def spec_decode(draft_tokens: int, acceptance_rate: float, draft_cost_ratio: float) -> SpecDecode:
-    """Speculative decoding from its flags; a bad value gets one line naming its flag."""
+def from_flags(settings: type[SettingsT], values: dict[str, Any], flags: dict[str, str]) -> SettingsT:
+    """Validated settings from CLI flag values; a bad value gets one line naming its flag
+    (`flags` maps a field path, e.g. `spec.acceptance_rate`, to the flag that sets it)."""
     try:
-        return SpecDecode(draft_tokens=draft_tokens, acceptance_rate=acceptance_rate, draft_cost_ratio=draft_cost_ratio)
+        return settings.model_validate(values)
     except ValidationError as exc:
         err = exc.errors()[0]
-        raise TokenfleetError(f"{SPEC_FLAGS[str(err['loc'][0])]} {err['input']!r}: {err['msg'].lower()}") from None
+        key = ".".join(str(p) for p in err["loc"])
+        raise TokenfleetError(f"{flags.get(key, key)} {err['input']!r}: {err['msg'].lower()}") from None
+
+
+def spec_decode(draft_tokens: int, acceptance_rate: float, draft_cost_ratio: float) -> SpecDecode:
+    """Speculative decoding from its flags."""
+    values = {"draft_tokens": draft_tokens, "acceptance_rate": acceptance_rate, "draft_cost_ratio": draft_cost_ratio}
+    return from_flags(SpecDecode, values, SPEC_FLAGS)
 
 
 def resolve_deployment(

@@ -8,12 +8,11 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from pydantic import ValidationError
 from rich.progress import Progress, TaskID
 
 from tokenfleet.catalog.chips import get_chip
 from tokenfleet.catalog.models import get_model
-from tokenfleet.cli.resolve import resolve_deployment
+from tokenfleet.cli.resolve import SPEC_FLAGS, from_flags, resolve_deployment
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.predict import Workload
 from tokenfleet.serve.config import SchedulerConfig
@@ -25,7 +24,7 @@ from tokenfleet.workload.traces import Trace, load_trace, shared_prefixes, synth
 DEFAULT_SYNTHETIC_REQUESTS = 1000
 #: The scheduler settings' flags, to name them in errors.
 SCHEDULER_FLAGS = {"max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-batched-tokens",
-                   "spec.draft_tokens": "--spec-tokens", "spec.acceptance_rate": "--acceptance", "spec.draft_cost_ratio": "--draft-cost"}
+                   **{f"spec.{field}": flag for field, flag in SPEC_FLAGS.items()}}
 
 
 @dataclass(frozen=True)
@@ -143,13 +142,8 @@ def parse_slo_flags(flags: list[str]) -> dict[str, str]:
 
 
 def scheduler_config(sched: dict[str, Any]) -> SchedulerConfig:
-    """The scheduler settings from their flags; a bad one gets one line naming its flag."""
-    try:
-        return SchedulerConfig.model_validate(sched)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        key = ".".join(str(p) for p in err["loc"])
-        raise TokenfleetError(f"{SCHEDULER_FLAGS.get(key, key)} {err['input']!r}: {err['msg'].lower()}") from None
+    """The scheduler settings from their flags."""
+    return from_flags(SchedulerConfig, sched, SCHEDULER_FLAGS)
 
 
 def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips: str, precisions: tuple[str, str | None], replicas: int, router: str,
