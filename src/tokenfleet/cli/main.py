@@ -136,7 +136,7 @@ def compare(
     keys = {"tok_s_user": lambda p: -p.output_tok_s_per_user, "tok_s_chip": lambda p: -p.output_tok_s_per_chip, "usd_per_mtok": lambda p: p.usd_per_mtok}
     if sort not in keys:
         raise TokenfleetError(f"unknown --sort {sort!r}: choose one of: {', '.join(keys)}")
-    check_precision(precision)
+    precision = check_precision(precision)
     speculation = spec_decode(spec_tokens, acceptance, draft_cost)
     if kv_precision:
         check_precision(kv_precision, "--kv-precision")
@@ -152,7 +152,7 @@ def compare(
     if json_out:
         emit_json({"rows": [r.as_dict() for r in rows], "not_predicted": failures})
     else:
-        console.print(tables.compare_table(rows, spec.name, work, check_precision(precision)))
+        console.print(tables.compare_table(rows, spec.name, work, precision))
         for chip_id, why in failures.items():
             console.print(f"[yellow]{chip_id}[/]: {why}")
 

@@ -25,7 +25,7 @@ from tokenfleet.fleet.traffic import ClassStats, bounds_of, class_stats
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import plan_memory
-from tokenfleet.perf.precision import default_kv_precision
+from tokenfleet.perf.precision import formats_label
 from tokenfleet.perf.predict import Workload, predict_static
 from tokenfleet.serve.config import SchedulerConfig
 
@@ -131,7 +131,7 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
     notes: list[str] = []
     for prec, kv in entry.formats():
         precs = {"weight_precision": prec, "kv_precision": kv}
-        fmt = prec if kv == default_kv_precision(prec) else f"{prec} KV {kv}"
+        fmt = formats_label(prec, kv)
         try:
             smallest = auto_deployment(model, chip, KV_LONGEST_REQUESTS, longest_tokens, **precs)
         except TokenfleetError as exc:

@@ -6,7 +6,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
-from tokenfleet.perf.precision import check_precision, default_kv_precision
+from tokenfleet.perf.precision import check_precision, formats_label
 
 #: Families whose serving engines (vLLM, SGLang, TensorRT-LLM) split attention heads evenly over
 #: tensor parallelism and whole layers over pipeline stages; XLA on TPUs pads uneven shardings and
@@ -42,9 +42,7 @@ class Deployment(BaseModel):
             parts.append(f"PP{self.pp}")
         if self.ep > 1:
             parts.append(f"EP{self.ep}")
-        parts.append(self.weight_precision)
-        if self.kv_precision != default_kv_precision(self.weight_precision):
-            parts.append(f"KV {self.kv_precision}")
+        parts.append(formats_label(self.weight_precision, self.kv_precision))
         return " ".join(parts)
 
 

@@ -45,3 +45,8 @@ def default_kv_precision(weight_precision: str) -> str:
     quantises its weights usually does to its cache too (vLLM `--kv-cache-dtype fp8`, TensorRT-LLM
     FP8 KV with FP8/FP4 checkpoints); `--kv-precision` overrides it."""
     return "fp8" if bytes_per_elem(weight_precision) <= 1 else "bf16"
+
+
+def formats_label(weight_precision: str, kv_precision: str) -> str:
+    """The weight format, and the KV-cache format where it is not the weights' default."""
+    return weight_precision if kv_precision == default_kv_precision(weight_precision) else f"{weight_precision} KV {kv_precision}"
