@@ -318,8 +318,9 @@ class Scheduler:
         usable = hits * self.cfg.prefix_block_tokens // self.prefix_step_tokens * self.prefix_step_tokens
         self.prefix_lookups += len(req.prefix)
         self.prefix_hits += usable // self.cfg.prefix_block_tokens
-        self.prefix_hit_tokens += min(usable, req.prompt - 1)
-        return min(usable, req.prompt - 1)
+        hit_tokens = min(usable, req.prompt - 1)  # the last prompt token is always computed
+        self.prefix_hit_tokens += hit_tokens
+        return hit_tokens
 
     def remember_prefix(self, req: Request) -> None:
         for block in req.prefix:
