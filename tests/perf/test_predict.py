@@ -39,6 +39,15 @@ def test_a_model_that_does_not_fit_says_by_how_much_and_what_to_do() -> None:
         predict_static(get_model("llama-3.1-70b"), get_chip("h100-sxm"), deployment(), Workload(1, 1000, 100))
 
 
+def test_an_sram_only_chip_that_does_not_fit_counts_its_sram() -> None:
+    """A Groq LPU has no HBM: the message counts its 230 MB of SRAM (it used to say 0.0 GB and
+    suggest billions of chips), and the suggested count is one that fits."""
+    with pytest.raises(TokenfleetError, match=r"needs 16.1 GB, has 0.2 GB usable on 1 x groq-lpu: use --chips (\d+)") as err:
+        predict_static(get_model("llama-3.1-8b"), get_chip("groq-lpu"), deployment(), Workload(1, 100, 10))
+    suggested = int(err.value.args[0].split("--chips ")[1].split()[0])
+    assert 16e9 / 230e6 <= suggested < 100
+
+
 def test_auto_picks_the_smallest_deployment_that_fits() -> None:
     m = get_model("llama-3.1-70b")
     assert auto_deployment(m, get_chip("h100-sxm"), weight_precision="bf16").chips == 2

@@ -68,7 +68,7 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
     cache = kv + sequences * state_per_seq  # what the KV tier must hold
     sram = chip.sram_bytes * USABLE_FRACTION if chip.weights_on_chip else 0.0
     hbm = chip.hbm_bytes * USABLE_FRACTION
-    if sram >= weights and (sram - weights >= cache or hbm == 0):
+    if (sram >= weights and sram - weights >= cache) or hbm == 0:  # SRAM-only chips: the one tier, fitting or not
         weights_tier, kv_tier, room = "sram", "sram", sram - weights
     elif sram >= weights:
         weights_tier, kv_tier, room = "sram", "hbm", hbm
