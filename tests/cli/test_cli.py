@@ -10,7 +10,7 @@ import pytest
 
 
 def tokenfleet(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "tokenfleet.cli.main", *args], capture_output=True, text=True, timeout=120)
+    return subprocess.run([sys.executable, "-m", "tokenfleet.cli.main", *args], capture_output=True, text=True, timeout=300)
 
 
 def test_predict_json_has_latencies_cost_and_band() -> None:

@@ -52,15 +52,62 @@ def test_rows_measured_with_the_inferencex_client_replay_its_random_lengths() ->
     assert set(plain.input_tokens) == {1024} and set(plain.output_tokens) == {8192}
 
 
-def test_mlperf_rows_replay_the_estimated_dataset_mean_and_say_so() -> None:
-    from tokenfleet.validation.cases import estimated_prompt_tokens, workload_for
+def test_mlperf_rows_replay_their_datasets_lengths_and_say_so() -> None:
+    """MLPerf rows publish no prompt length: each request draws one from the dataset's
+    distribution (prompts 48-1,021 tokens for llama2-70b), answers scaled to the row's mean."""
+    from tokenfleet.validation.cases import dataset_prompt_tokens, mlperf_dataset, workload_for
+    from tokenfleet.validation.served import _trace, served_case
 
     case = next(c for c in read_cases(builtin_cases_path()) if c.id == "GT049")  # 8 x B200, llama2-70b Offline
-    assert not case.input_tokens and estimated_prompt_tokens(case) == 215 == workload_for(case).input_tokens
+    assert not case.input_tokens and dataset_prompt_tokens(case) == 222 == workload_for(case).input_tokens
+    trace = _trace(served_case(case.notes, "throughput", 222, 294, dataset=mlperf_dataset(case) or ""), None, 1)
+    assert trace.input_tokens.min() < 60 and trace.input_tokens.max() > 900
+    assert trace.input_tokens.mean() == pytest.approx(222.3, abs=1) and trace.output_tokens.mean() == pytest.approx(294, abs=1)
     outcome = predict_case(case)
-    assert outcome.predicted is not None and "estimated dataset mean" in outcome.reason
+    assert outcome.predicted is not None and "MLPerf dataset's distribution" in outcome.reason
     non_mlperf = next(c for c in read_cases(builtin_cases_path()) if c.input_tokens and c.scenario == "throughput")
-    assert estimated_prompt_tokens(non_mlperf) is None
+    assert mlperf_dataset(non_mlperf) is None and dataset_prompt_tokens(non_mlperf) is None
+
+
+def test_the_shipped_length_distributions_match_the_published_answer_means() -> None:
+    """A check on the copied tables: where MLPerf's reference answers are the dataset's own
+    (mixtral-8x7b, llama3.1-405b), their mean is the published tokens per sample."""
+    from tokenfleet.validation.datasets import mlperf_lengths
+
+    for model, published in (("mistralai/Mixtral-8x7B-v0.1", 144.84), ("meta-llama/Llama-3.1-405B", 684.68)):
+        lengths = mlperf_lengths(model)
+        assert lengths is not None and float(lengths.output_quantiles.mean()) == pytest.approx(published, rel=2e-3)
+    assert mlperf_lengths("meta-llama/Llama-3.1-8B") is None
+
+
+def test_an_mlperf_server_runs_rate_counts_a_600_s_run_not_the_replays_drain() -> None:
+    """3,000 requests at 10 req/s arrive over 300 s; if the last finishes 60 s later, the replay
+    made its tokens in 360 s, but a 600 s MLPerf run with the same drain takes 660 s."""
+    from tokenfleet.validation.served import _as_long_as_mlperf_server
+
+    replay = {"duration_s": 360.0, "output_throughput": 3000 * 300 / 360.0, "request_throughput": 3000 / 360.0,
+              "total_token_throughput": 0.0, "mean_ttft_ms": 5.0}
+    scaled = _as_long_as_mlperf_server(replay, arrivals_s=300.0)
+    assert scaled["request_throughput"] == pytest.approx(10 * 600 / 660)
+    assert scaled["output_throughput"] == pytest.approx(3000 * 600 / 660) and scaled["mean_ttft_ms"] == 5.0
+
+
+def test_a_server_row_without_transcribed_limits_takes_its_mlperf_benchmarks_own() -> None:
+    """The shipped table of MLPerf Server limits agrees with every row that transcribes its own,
+    and fills in the one that does not (GT051, llama3.1-405b-interactive: 4.5 s / 80 ms)."""
+    import re
+
+    from tokenfleet.validation.served import benchmark_slo, mlperf_slo
+
+    servers = [c for c in read_cases(builtin_cases_path()) if c.scenario == "server"]
+    transcribed = [c for c in servers if re.search(r"SLO p99 TTFT<=", c.notes)]
+    assert len(transcribed) >= 15
+    for case in transcribed:
+        assert benchmark_slo(case.notes) == mlperf_slo(case.notes), case.id
+    gt051 = next(c for c in servers if c.id == "GT051")
+    assert "SLO not transcribed" in gt051.notes
+    assert mlperf_slo(gt051.notes) == {"p99_ttft_ms": "<=4500", "p99_tpot_ms": "<=80"}
+    assert benchmark_slo("vLLM serve, Poisson arrivals") == {}
 
 
 def test_an_unpublished_layout_may_run_data_parallel_and_a_published_one_is_kept() -> None:
@@ -114,3 +161,18 @@ def test_long_validation_loops_report_progress(tmp_path) -> None:
     report = validation_report(small, loso=True, track=track)
     assert [o.case.id for o in report.outcomes] == ["GT174", "GT175"] and len(report.loso) == 2
     assert seen == [("predicting rows", 2), ("leave one source out", 1)]
+
+
+def test_an_mlperf_offline_replay_lasts_as_long_as_the_real_run() -> None:
+    """One B200 replica works through at least the whole llama2-70b dataset and at least 600 s,
+    so its final drain (the last long answers at a small batch) stays a small share of the run."""
+    from tokenfleet.validation.cases import PreparedCase, prepare_case
+    from tokenfleet.validation.served import Layout, run_served, served_case
+
+    prepared = prepare_case(next(c for c in read_cases(builtin_cases_path()) if c.id == "GT015"))
+    assert isinstance(prepared, PreparedCase)
+    sc = served_case("MLPerf Offline", "throughput", 222, 274, dataset="meta-llama/Llama-2-70b-hf")
+    one = run_served(prepared.model, prepared.chip, Layout(prepared.deployment), sc, None, "throughput")
+    two = run_served(prepared.model, prepared.chip, Layout(prepared.deployment, 2), sc, None, "throughput")
+    assert one["completed"] >= 24576 and one["duration_s"] >= 600
+    assert two["output_throughput"] == pytest.approx(2 * one["output_throughput"])

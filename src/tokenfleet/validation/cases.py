@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import csv
 import dataclasses
-import functools
 import math
 import re
 from collections.abc import Callable, Iterable, Sequence
@@ -13,8 +12,6 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from tokenfleet.catalog.chips import ChipSpec, Figure, get_chip
 from tokenfleet.catalog.models import ModelSpec, get_model
@@ -24,6 +21,7 @@ from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import plan_memory
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
+from tokenfleet.validation.datasets import mlperf_lengths
 from tokenfleet.validation.served import (
     SERVED_METRICS,
     Layout,
@@ -136,18 +134,19 @@ def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload)
     return layout(model, chip, chips, ep=ep, **precisions)
 
 
-@functools.cache
-def _mlperf_prompt_means() -> dict[str, int]:
-    text = resources.files("tokenfleet.validation").joinpath("data/dataset_lengths.yaml").read_text()
-    return {hf_id: int(entry["mean_input_tokens"]) for hf_id, entry in yaml.safe_load(text)["mlperf"].items()}
-
-
-def estimated_prompt_tokens(case: Case) -> int | None:
-    """An MLPerf row that leaves its prompt length out: our estimate of the dataset's mean
-    (`data/dataset_lengths.yaml` says how it was worked out); None for any other row."""
-    if case.input_tokens or "MLPerf" not in case.source:
+def mlperf_dataset(case: Case) -> str | None:
+    """An MLPerf row that leaves its prompt length out: the model whose MLPerf dataset's length
+    distribution it replays (`data/dataset_lengths.yaml`); None for any other row."""
+    if case.input_tokens or "MLPerf" not in case.source or mlperf_lengths(case.model) is None:
         return None
-    return _mlperf_prompt_means().get(case.model)
+    return case.model
+
+
+def dataset_prompt_tokens(case: Case) -> int | None:
+    """The mean prompt of the MLPerf dataset an MLPerf row replays; None for any other row."""
+    dataset = mlperf_dataset(case)
+    lengths = mlperf_lengths(dataset) if dataset else None
+    return lengths.mean_input_tokens if lengths else None
 
 
 def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload, dep: Deployment) -> list[Layout]:
@@ -174,7 +173,7 @@ def workload_for(case: Case) -> Workload:
     """The row's batch and lengths; unpublished ones take the documented defaults."""
     return Workload(
         batch=_int(case.batch, 1),
-        input_tokens=_int(case.input_tokens, estimated_prompt_tokens(case) or DEFAULT_PROMPT_TOKENS),
+        input_tokens=_int(case.input_tokens, dataset_prompt_tokens(case) or DEFAULT_PROMPT_TOKENS),
         output_tokens=_int(case.output_tokens, DEFAULT_OUTPUT_TOKENS),
     )
 
@@ -258,9 +257,10 @@ class PreparedCase:
     def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str]:
         """The prediction and the layout it ran on (for served rows, possibly data parallel)."""
         if self.case.scenario in SERVED_SCENARIOS:
-            known = self.case.input_tokens or estimated_prompt_tokens(self.case)
+            dataset = mlperf_dataset(self.case)
+            known = self.case.input_tokens or dataset
             sc = served_case(self.case.notes, self.case.scenario, self.work.input_tokens if known else None, self.work.output_tokens,
-                             self.case.software)
+                             self.case.software, dataset or "")
             lay = best_layout(self.model, self.chip, served_layouts(self.case, self.model, self.chip, self.work, self.deployment), sc, efficiency)
             summary = run_served(self.model, self.chip, lay, sc, efficiency, self.case.scenario)
             return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe()
@@ -298,8 +298,8 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
         beyond = prepared.beyond_roofline()
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
-    estimate = estimated_prompt_tokens(case)
-    notes = [f"prompt length: estimated dataset mean, {estimate} tokens"] if estimate else []
+    mean_prompt = dataset_prompt_tokens(case)
+    notes = [f"lengths: drawn from the MLPerf dataset's distribution (mean prompt {mean_prompt} tokens)"] if mean_prompt else []
     if beyond:
         notes.append("measured beats this deployment's roofline: implies speculative decoding, lower precision or more chips than assumed")
     return Outcome(case, family, value, "; ".join(notes), deployment=described, beyond_roofline=beyond)

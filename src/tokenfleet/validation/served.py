@@ -18,11 +18,16 @@ How each scenario is replayed (see the data README for the scenario definitions)
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import math
 import re
 from dataclasses import dataclass
+from importlib import resources
 from typing import Any
 
 import numpy as np
+import yaml
 
 from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
@@ -31,6 +36,7 @@ from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.simulate import simulate
+from tokenfleet.validation.datasets import mlperf_lengths
 from tokenfleet.workload.lengths import draw_lengths, inferencex_random
 from tokenfleet.workload.traces import Trace
 
@@ -55,6 +61,17 @@ SERVED_METRICS = {
     "tpot_s": lambda s, chips: s["mean_tpot_ms"] / 1e3,
 }
 
+#: Requests per probe of a Server rate search, in all: a p99 from its 40 slowest. A probe that
+#: meets the limits is stable, and rates are rescaled to a 600 s run (`_as_long_as_mlperf_server`),
+#: so a longer replay would change little.
+SERVER_REQUESTS = 4000
+#: MLPerf Offline and Server runs last at least this long (mlcommons/inference loadgen/mlperf.conf,
+#: `*.Offline.min_duration` and `*.Server.min_duration`, 600000 ms).
+MLPERF_MIN_DURATION_S = 600.0
+#: ... a cap on one replica's simulated Offline requests (a small model on a fast chip, e.g.
+#: Mixtral on a B200, would need ~70,000 to fill 600 s).
+MAX_OFFLINE_REQUESTS = 100_000
+
 #: Rate bisection for server rows without a transcribed target_qps.
 BISECTION_STEPS = 12
 
@@ -70,6 +87,7 @@ class ServedCase:
     target_qps: float | None  # server rows: Poisson rate (None: find the highest rate within the SLO)
     slo: tuple[tuple[str, str], ...]  # server rows: the MLPerf latency limits
     range_ratio: float = 1.0  # InferenceX client: lengths uniform in [int(range_ratio x nominal), nominal]
+    dataset: str = ""  # MLPerf rows: the model whose dataset's lengths each request draws (see validation.datasets)
 
 
 def note_value(notes: str, key: str) -> float | None:
@@ -79,13 +97,29 @@ def note_value(notes: str, key: str) -> float | None:
 
 
 def mlperf_slo(notes: str) -> dict[str, str]:
-    """`SLO p99 TTFT<=2 s, p99 TPOT<=0.2 s` in the notes, in the simulator's SLO form."""
+    """`SLO p99 TTFT<=2 s, p99 TPOT<=0.2 s` in the notes, in the simulator's SLO form; where the
+    notes name an MLPerf benchmark's Server run but not its limits, the benchmark's own limits."""
     slo = {}
     for metric in ("TTFT", "TPOT"):
         m = re.search(rf"p99 {metric}<=([0-9.]+) s", notes)
         if m:
             slo[f"p99_{metric.lower()}_ms"] = f"<={float(m.group(1)) * 1e3:g}"
-    return slo
+    return slo or benchmark_slo(notes)
+
+
+def benchmark_slo(notes: str) -> dict[str, str]:
+    """The Server latency limits of the MLPerf benchmark a row's notes name
+    (`MLPerf v5.1 closed, llama3.1-405b-interactive Server`), from `data/mlperf_slo.yaml`."""
+    m = re.search(r"MLPerf v[0-9.]+ \w+, ([\w.-]+) Server", notes)
+    limits = _mlperf_benchmark_limits().get(m.group(1)) if m else None
+    return {k: f"<={limits[k]:g}" for k in ("p99_ttft_ms", "p99_tpot_ms")} if limits else {}
+
+
+@functools.cache
+def _mlperf_benchmark_limits() -> dict[str, dict[str, float]]:
+    text = resources.files("tokenfleet.validation").joinpath("data/mlperf_slo.yaml").read_text()
+    benchmarks: dict[str, dict[str, float]] = yaml.safe_load(text)["benchmarks"]
+    return benchmarks
 
 
 def inferencex_range_ratio(notes: str) -> float:
@@ -96,9 +130,10 @@ def inferencex_range_ratio(notes: str) -> float:
     return float(m.group(1)) if m and "InferenceX" in notes else 1.0
 
 
-def served_case(notes: str, scenario: str, input_tokens: int | None, output_tokens: int, software: str = "") -> ServedCase:
-    """A row's replay; a row without a prompt length (published, or for MLPerf datasets our
-    estimate of the mean) is not guessed at: a saturated run's throughput depends on it about linearly."""
+def served_case(notes: str, scenario: str, input_tokens: int | None, output_tokens: int, software: str = "",
+                dataset: str = "") -> ServedCase:
+    """A row's replay; a row without a prompt length (published, or for MLPerf rows their dataset's
+    distribution) is not guessed at: a saturated run's throughput depends on it about linearly."""
     if not input_tokens:
         raise TokenfleetError("prompt length not published and no dataset estimate: a saturated run cannot be replayed without it")
     prompt = input_tokens
@@ -109,7 +144,7 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
                                        "reserve_output_kv": "TensorRT-LLM" in software})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
-    return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes))
+    return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes), dataset)
 
 
 @dataclass(frozen=True)
@@ -127,11 +162,15 @@ class Layout:
         return self.deployment.describe() if self.replicas == 1 else f"{self.replicas} x ({self.deployment.describe()})"
 
 
-def _trace(sc: ServedCase, rate_per_s: float | None, replicas: int) -> Trace:
-    n = min(sc.requests * replicas, MAX_TOTAL_REQUESTS)
+def _trace(sc: ServedCase, rate_per_s: float | None, replicas: int, requests: int | None = None) -> Trace:
+    n = requests or min(sc.requests * replicas, max(MAX_TOTAL_REQUESTS, sc.requests))
     arrivals = np.zeros(n) if rate_per_s is None else np.cumsum(np.random.default_rng(0).exponential(1 / rate_per_s, n))
     rng = np.random.default_rng(0)
-    inputs, outputs = (draw_lengths(inferencex_random(tokens, sc.range_ratio), rng, n) for tokens in (sc.input_tokens, sc.output_tokens))
+    lengths = mlperf_lengths(sc.dataset) if sc.dataset else None
+    if lengths is not None:
+        inputs, outputs = lengths.draw(n, sc.output_tokens, rng)
+    else:
+        inputs, outputs = (draw_lengths(inferencex_random(tokens, sc.range_ratio), rng, n) for tokens in (sc.input_tokens, sc.output_tokens))
     return Trace("validation", arrivals - arrivals[0], inputs, outputs)
 
 
@@ -157,18 +196,48 @@ def run_served(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, ef
 
 
 def _simulate(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None,
-              rate_per_s: float | None, slo: dict[str, str] | None = None) -> dict[str, Any]:
-    trace = _trace(sc, rate_per_s, lay.replicas)
-    return simulate(model, chip, lay.deployment, trace, sc.cfg, replicas=lay.replicas, router="least-outstanding-tokens",
-                    slo=slo, eff=eff).summary
+              rate_per_s: float | None, slo: dict[str, str] | None = None, requests: int | None = None) -> dict[str, Any]:
+    trace = _trace(sc, rate_per_s, lay.replicas, requests)
+    summary = simulate(model, chip, lay.deployment, trace, sc.cfg, replicas=lay.replicas, router="least-outstanding-tokens",
+                       slo=slo, eff=eff).summary
+    return summary if rate_per_s is None else _as_long_as_mlperf_server(summary, float(trace.arrival_s[-1]))
+
+
+def _as_long_as_mlperf_server(summary: dict[str, Any], arrivals_s: float) -> dict[str, Any]:
+    """An MLPerf Server run sends requests for at least 600 s (mlperf.conf `*.Server.min_duration`)
+    and divides its tokens by the time to the last completion, so the drain after the last
+    arrival costs it a few percent; our replay sends a few thousand requests, for which the same
+    drain would cost a third. Rates are rescaled to a 600 s run with the replay's drain."""
+    drain_s = max(summary["duration_s"] - arrivals_s, 0.0)
+    run_s = max(arrivals_s, MLPERF_MIN_DURATION_S)
+    scale = summary["duration_s"] / arrivals_s * run_s / (run_s + drain_s) if arrivals_s > 0 else 1.0
+    return {**summary, **{k: summary[k] * scale for k in ("request_throughput", "output_throughput", "total_token_throughput")}}
 
 
 def _run(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None, scenario: str) -> dict[str, Any]:
+    if scenario == "throughput" and sc.dataset:
+        return _mlperf_offline(model, chip, lay, sc, eff)
     if scenario == "throughput":
         return _simulate(model, chip, lay, sc, eff, None)
     if sc.target_qps is not None:
         return _simulate(model, chip, lay, sc, eff, sc.target_qps)
     return _best_rate_within_slo(model, chip, lay, sc, eff)
+
+
+def _mlperf_offline(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None) -> dict[str, Any]:
+    """MLPerf Offline: every sample of the dataset, and more until the run lasts at least 600 s
+    (mlperf.conf `*.Offline.min_duration`), queued at once, so start-up and the final drain are a
+    small share of the run and its replicas work independently. One replica is simulated through
+    as many requests (with varied lengths, a run of a few thousand would lose a tenth or more of its
+    rate to the drain, the last long answers finishing at a small batch) and its rates are
+    multiplied by the replica count."""
+    lengths = mlperf_lengths(sc.dataset)
+    n = lengths.samples if lengths else sc.requests
+    s = _simulate(model, chip, Layout(lay.deployment), dataclasses.replace(sc, requests=n), eff, None)
+    if s["duration_s"] < MLPERF_MIN_DURATION_S:
+        n = min(math.ceil(n * MLPERF_MIN_DURATION_S / s["duration_s"]), MAX_OFFLINE_REQUESTS)
+        s = _simulate(model, chip, Layout(lay.deployment), dataclasses.replace(sc, requests=n), eff, None)
+    return {**s, **{k: s[k] * lay.replicas for k in ("request_throughput", "output_throughput", "total_token_throughput")}}
 
 
 def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None) -> dict[str, Any]:
@@ -180,7 +249,7 @@ def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: Ser
     best = None
     for _ in range(BISECTION_STEPS):
         rate = (lo + hi) / 2
-        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo))
+        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo), requests=SERVER_REQUESTS)
         if all(summary["slo_met"].values()):
             lo, best = rate, summary
         else:

@@ -1,0 +1,60 @@
+"""The prompt and answer lengths of the MLPerf datasets, for rows that publish only a mean answer.
+
+MLPerf results give tokens per second and the mean generated tokens per sample, never the prompt
+lengths; a saturated run's throughput depends on them about linearly, and a Server run's p99 TTFT
+on their spread. `data/dataset_lengths.yaml` names, per model, the dataset's length distribution
+(1,000 quantiles of prompt and answer lengths, under `data/mlperf_lengths/`) and its source.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+from importlib import resources
+from typing import Any
+
+import numpy as np
+import yaml
+
+_DATA = resources.files("tokenfleet.validation").joinpath("data")
+
+
+@dataclass(frozen=True)
+class DatasetLengths:
+    """A dataset's prompt and reference-answer lengths, as equally likely quantiles (tokens)."""
+
+    name: str
+    samples: int  # in the dataset: an MLPerf Offline run issues every one of them at least once
+    input_quantiles: np.ndarray
+    output_quantiles: np.ndarray
+
+    @property
+    def mean_input_tokens(self) -> int:
+        return round(float(self.input_quantiles.mean()))
+
+    def draw(self, n: int, output_mean: float, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        """`n` prompt and answer lengths, each quantile used equally often (stratified, so a few
+        thousand requests carry the dataset's mean), prompts and answers drawn independently;
+        answers rescaled so their mean is the run's published `output_mean`."""
+        k = len(self.input_quantiles)
+        inputs = self.input_quantiles[rng.permutation(np.arange(n) % k)]
+        scale = output_mean / float(self.output_quantiles.mean())
+        outputs = np.maximum(np.rint(self.output_quantiles[rng.permutation(np.arange(n) % k)] * scale), 1)
+        return inputs.astype(np.int64), outputs.astype(np.int64)
+
+
+@functools.cache
+def _entries() -> dict[str, dict[str, Any]]:
+    entries: dict[str, dict[str, Any]] = yaml.safe_load(_DATA.joinpath("dataset_lengths.yaml").read_text())["mlperf"]
+    return entries
+
+
+@functools.cache
+def mlperf_lengths(hf_model_id: str) -> DatasetLengths | None:
+    """The length distribution of the MLPerf dataset a model's rows were measured on, or None."""
+    entry = _entries().get(hf_model_id)
+    if entry is None:
+        return None
+    with _DATA.joinpath(entry["file"]).open() as f:
+        table = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)
+    return DatasetLengths(entry["dataset"], int(entry["samples"]), table[:, 1].astype(np.int64), table[:, 2].astype(np.int64))
