@@ -1,4 +1,5 @@
-"""The prompt and answer lengths of the MLPerf datasets, for rows that publish only a mean answer.
+"""MLPerf reference data the result rows leave out: the datasets' prompt and answer lengths, and
+each benchmark's Server latency limits.
 
 MLPerf results give tokens per second and the mean generated tokens per sample, never the prompt
 lengths; a saturated run's throughput depends on them about linearly, and a Server run's p99 TTFT
@@ -58,3 +59,11 @@ def mlperf_lengths(hf_model_id: str) -> DatasetLengths | None:
     with _DATA.joinpath(entry["file"]).open() as f:
         table = np.loadtxt(f, delimiter=",", skiprows=1, ndmin=2)
     return DatasetLengths(entry["dataset"], int(entry["samples"]), table[:, 1].astype(np.int64), table[:, 2].astype(np.int64))
+
+
+@functools.cache
+def mlperf_server_limits(benchmark: str) -> dict[str, float] | None:
+    """A benchmark's Server p99 limits (`p99_ttft_ms`, `p99_tpot_ms`) from `data/mlperf_slo.yaml`,
+    by the name the rows' notes give it (`llama3.1-405b-interactive`); None for an unknown one."""
+    benchmarks: dict[str, dict[str, float]] = yaml.safe_load(_DATA.joinpath("mlperf_slo.yaml").read_text())["benchmarks"]
+    return benchmarks.get(benchmark)

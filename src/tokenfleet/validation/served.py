@@ -19,15 +19,12 @@ How each scenario is replayed (see the data README for the scenario definitions)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 import re
 from dataclasses import dataclass
-from importlib import resources
 from typing import Any
 
 import numpy as np
-import yaml
 
 from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
@@ -36,7 +33,7 @@ from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.simulate import simulate
-from tokenfleet.validation.datasets import mlperf_lengths
+from tokenfleet.validation.datasets import mlperf_lengths, mlperf_server_limits
 from tokenfleet.workload.lengths import draw_lengths, inferencex_random
 from tokenfleet.workload.traces import Trace
 
@@ -111,15 +108,8 @@ def benchmark_slo(notes: str) -> dict[str, str]:
     """The Server latency limits of the MLPerf benchmark a row's notes name
     (`MLPerf v5.1 closed, llama3.1-405b-interactive Server`), from `data/mlperf_slo.yaml`."""
     m = re.search(r"MLPerf v[0-9.]+ \w+, ([\w.-]+) Server", notes)
-    limits = _mlperf_benchmark_limits().get(m.group(1)) if m else None
+    limits = mlperf_server_limits(m.group(1)) if m else None
     return {k: f"<={limits[k]:g}" for k in ("p99_ttft_ms", "p99_tpot_ms")} if limits else {}
-
-
-@functools.cache
-def _mlperf_benchmark_limits() -> dict[str, dict[str, float]]:
-    text = resources.files("tokenfleet.validation").joinpath("data/mlperf_slo.yaml").read_text()
-    benchmarks: dict[str, dict[str, float]] = yaml.safe_load(text)["benchmarks"]
-    return benchmarks
 
 
 def inferencex_range_ratio(notes: str) -> float:
