@@ -36,12 +36,19 @@ def test_compare_sorts_by_speed_per_user() -> None:
     assert speeds == sorted(speeds, reverse=True) and len(rows) == 3
 
 
-def test_validate_json_shape() -> None:
-    out = tokenfleet("validate", "--json")
+def test_validate_json_shape(tmp_path) -> None:
+    from tokenfleet.validation.cases import builtin_cases_path
+
+    lines = builtin_cases_path().read_text().splitlines()
+    ids = ("GT094,", "GT095,", "GT174,", "GT238,", "GT240,")  # two served groups (two workers), static, unpredicted, claim
+    cases = tmp_path / "cases.csv"
+    cases.write_text("\n".join([lines[0], *[ln for ln in lines if ln.startswith(ids)]]) + "\n")
+    out = tokenfleet("validate", "--cases", str(cases), "--workers", "2", "--json")
     data = json.loads(out.stdout)
     assert {"id", "hardware", "metric", "measured", "predicted", "error"} <= set(data["rows"][0])
+    assert [r["id"] for r in data["rows"]] == ["GT094", "GT095", "GT174", "GT238", "GT240"]
     unpredicted = [r for r in data["rows"] if r["predicted"] is None]
-    assert all(r["reason"] for r in unpredicted)
+    assert [r["id"] for r in unpredicted] == ["GT238"] and all(r["reason"] for r in unpredicted)
 
 
 @pytest.mark.parametrize(
@@ -62,6 +69,7 @@ def test_validate_json_shape() -> None:
         (["compare", "-m", "llama-3.1-8b", "--kv-precision", "fp7"], "unknown --kv-precision 'fp7'"),
         (["compare", "-m", "llama-3.1-8b", "--spec-tokens", "2", "--acceptance", "1"], "--acceptance 1.0: input should be less than 1"),
         (["validate", "--cases", "/no/such.csv"], "not found"),
+        (["validate", "--workers", "0"], "--workers must be a positive integer, got 0"),
         (["predict", "-m", "llama-3.1-8b"], "Missing option"),
     ],
 )

@@ -2,8 +2,14 @@ import dataclasses
 
 import pytest
 
-from tokenfleet.validation.cases import builtin_cases_path, predict_case, read_cases
-from tokenfleet.validation.report import ValidationReport
+from tokenfleet.validation.cases import Outcome, builtin_cases_path, predict_case, read_cases
+from tokenfleet.validation.report import ValidationReport, validation_report
+
+
+@pytest.fixture(scope="module")
+def shipped_outcomes() -> list[Outcome]:
+    """Every shipped row predicted once (served rows on all cores: a few minutes on two)."""
+    return validation_report(builtin_cases_path()).outcomes
 
 
 def test_every_static_and_per_user_row_is_predicted_or_explained() -> None:
@@ -13,20 +19,19 @@ def test_every_static_and_per_user_row_is_predicted_or_explained() -> None:
             assert outcome.predicted is not None or "speculative" in outcome.reason, (case.id, outcome.reason)
 
 
-def test_claims_are_shown_but_not_counted() -> None:
-    outcomes = [predict_case(c) for c in read_cases(builtin_cases_path())]
+def test_claims_are_shown_but_not_counted(shipped_outcomes: list[Outcome]) -> None:
+    outcomes = shipped_outcomes
     table = ValidationReport.mape_table(outcomes)
     counted = sum(v["rows"] for k, v in table.items() if "/" not in k and ":" not in k)
     assert counted == sum(o.error is not None and o.case.trust != "claim" for o in outcomes)
 
 
-def test_served_rows_go_through_the_simulator_or_say_why() -> None:
+def test_served_rows_go_through_the_simulator_or_say_why(shipped_outcomes: list[Outcome]) -> None:
     """Throughput and server rows are simulated; the only unpredicted ones name their gap."""
-    for case in read_cases(builtin_cases_path()):
-        if case.scenario in ("throughput", "server"):
-            outcome = predict_case(case)
-            if outcome.predicted is None:
-                assert any(w in outcome.reason for w in ("prompt length not published", "unknown model", "neither target_qps")), (case.id, outcome.reason)
+    for outcome in shipped_outcomes:
+        case = outcome.case
+        if case.scenario in ("throughput", "server") and outcome.predicted is None:
+            assert any(w in outcome.reason for w in ("prompt length not published", "unknown model", "neither target_qps")), (case.id, outcome.reason)
 
 
 def test_a_saturated_run_is_limited_by_the_engine_not_the_arrivals() -> None:
@@ -163,6 +168,16 @@ def test_long_validation_loops_report_progress(tmp_path) -> None:
     assert seen == [("predicting rows", 2), ("leave one source out", 1)]
 
 
+def test_rows_simulated_in_worker_processes_come_back_in_file_order_and_unchanged(tmp_path) -> None:
+    lines = builtin_cases_path().read_text().splitlines()
+    small = tmp_path / "cases.csv"
+    ids = ("GT095,", "GT174,", "GT094,", "GT240,")  # H200 and H100 throughput runs (two workers), a static row, a claim
+    small.write_text("\n".join([lines[0], *[ln for i in ids for ln in lines if ln.startswith(i)]]) + "\n")
+    parallel = validation_report(small, workers=2).outcomes
+    assert [o.case.id for o in parallel] == ["GT095", "GT174", "GT094", "GT240"]
+    assert parallel == validation_report(small, workers=1).outcomes
+
+
 def test_an_mlperf_offline_replay_lasts_as_long_as_the_real_run() -> None:
     """One B200 replica works through at least the whole llama2-70b dataset and at least 600 s,
     so its final drain (the last long answers at a small batch) stays a small share of the run."""
@@ -176,3 +191,54 @@ def test_an_mlperf_offline_replay_lasts_as_long_as_the_real_run() -> None:
     two = run_served(prepared.model, prepared.chip, Layout(prepared.deployment, 2), sc, None, "throughput")
     assert one["completed"] >= 24576 and one["duration_s"] >= 600
     assert two["output_throughput"] == pytest.approx(2 * one["output_throughput"])
+
+
+def test_a_server_rate_search_sends_arrivals_for_mlperfs_whole_run() -> None:
+    """A shorter probe passes rates no server sustains (its batch is still growing when arrivals stop)."""
+    from tokenfleet.validation.served import (
+        MLPERF_MIN_DURATION_S,
+        SERVER_REQUESTS,
+        server_probe_requests,
+    )
+
+    assert server_probe_requests(150.0) == 150 * MLPERF_MIN_DURATION_S == 90_000
+    assert server_probe_requests(1.5) == SERVER_REQUESTS  # a slow 405B server: a p99 still needs its 40 slowest
+
+
+def test_a_server_row_sustains_no_more_than_its_offline_rate() -> None:
+    """GB200 x 4, llama2-70b Server (GT060): the rate search is bounded by the same layout's
+    Offline rate (4,000-request probes had passed 16% more)."""
+    from tokenfleet.validation.cases import (
+        PreparedCase,
+        mlperf_dataset,
+        prepare_case,
+        served_layouts,
+    )
+    from tokenfleet.validation.served import run_served, served_case
+
+    p = prepare_case(next(c for c in read_cases(builtin_cases_path()) if c.id == "GT060"))
+    assert isinstance(p, PreparedCase)
+    sc = served_case(p.case.notes, "server", p.work.input_tokens, p.work.output_tokens, p.case.software, mlperf_dataset(p.case) or "")
+    assert sc.target_qps is None and dict(sc.slo) == {"p99_ttft_ms": "<=2000", "p99_tpot_ms": "<=200"}
+    lay = served_layouts(p.case, p.model, p.chip, p.work, p.deployment)[-1]  # one TP4 replica: the quickest to search
+    offline = run_served(p.model, p.chip, lay, sc, None, "throughput")
+    server = run_served(p.model, p.chip, lay, sc, None, "server")
+    assert all(server["slo_met"].values()) and server["duration_s"] >= 600
+    assert 0.8 * offline["output_throughput"] < server["output_throughput"] <= 1.01 * offline["output_throughput"]
+
+
+def test_a_server_row_runs_the_layout_with_the_highest_rate_within_its_limits() -> None:
+    """Under a 6 ms p99 TPOT no single H100 serves FP8 Llama-3.1-8B (over 6 ms a step), a TP2
+    pair does: the interactive choice differs from the saturated one (two TP1 replicas)."""
+    from tokenfleet.catalog import get_chip, get_model
+    from tokenfleet.perf.auto import layout
+    from tokenfleet.validation.served import Layout, best_layout, run_served, served_case
+
+    model, chip = get_model("llama-3.1-8b"), get_chip("h100-sxm")
+    tp1, tp2 = (layout(model, chip, n, weight_precision="fp8", kv_precision="fp8") for n in (1, 2))
+    layouts = [Layout(tp1, 2), Layout(tp2)]
+    offline = served_case("num_requests=1000", "throughput", 500, 200)
+    assert best_layout(model, chip, layouts, offline, None) == Layout(tp1, 2)
+    tight = dataclasses.replace(offline, slo=(("p99_ttft_ms", "<=2000"), ("p99_tpot_ms", "<=6")))
+    assert run_served(model, chip, Layout(tp1, 2), tight, None, "server")["output_throughput"] == 0.0
+    assert best_layout(model, chip, layouts, tight, None) == Layout(tp2)

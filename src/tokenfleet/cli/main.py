@@ -16,7 +16,7 @@ from rich.markup import escape
 from tokenfleet.catalog.chips import all_chips, get_chip
 from tokenfleet.catalog.models import all_models, get_model
 from tokenfleet.cli import tables
-from tokenfleet.cli.plan_cmd import plan_command, sweep_command
+from tokenfleet.cli.plan_cmd import WorkersOpt, plan_command, sweep_command
 from tokenfleet.cli.resolve import parse_hardware_list, resolve_deployment, spec_decode
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.precision import check_precision
@@ -171,11 +171,14 @@ def validate(
     cases: CasesOpt = None,
     json_out: JsonOpt = False,
     loso: Annotated[bool, typer.Option("--loso", help="also show leave-one-source-out error")] = False,
+    workers: WorkersOpt = None,
 ) -> None:
     """Measured vs predicted for every row, and MAPE per hardware family and metric."""
     from tokenfleet.validation.report import validation_report
 
-    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track)
+    if workers is not None and workers < 1:
+        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
+    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track, workers=workers)
     if json_out:
         emit_json(report.as_dict())
     else:

@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 from tokenfleet.perf.efficiency import load_efficiency
-from tokenfleet.validation.cases import SERVED_SCENARIOS, Outcome, Track, predict_case, read_cases
+from tokenfleet.validation.cases import (
+    SERVED_SCENARIOS,
+    Case,
+    Outcome,
+    Track,
+    predict_case,
+    read_cases,
+)
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
 
@@ -79,13 +89,46 @@ def no_progress(items: Sequence[T], description: str) -> Iterable[T]:
     return items
 
 
-def validation_report(cases_path: Path, loso: bool = False, track: Track = no_progress) -> ValidationReport:
+def validation_report(cases_path: Path, loso: bool = False, track: Track = no_progress, workers: int | None = None) -> ValidationReport:
     """Every row predicted (and with `loso`, refitted without its source); `track` wraps each
-    long loop, e.g. in a progress bar."""
+    long loop, e.g. in a progress bar; served rows run on `workers` processes (default: all cores)."""
     cases = read_cases(cases_path)
-    report = ValidationReport([predict_case(c) for c in track(cases, "predicting rows")])
+    outcomes: list[Outcome | None] = [None] * len(cases)
+    finished = _predicted_as_finished(cases, workers or os.cpu_count() or 1)
+    for _ in track(range(len(cases)), "predicting rows"):
+        i, outcome = next(finished)
+        outcomes[i] = outcome
+    report = ValidationReport([o for o in outcomes if o is not None])
     if loso:
         from tokenfleet.validation.calibrate import leave_one_source_out
 
         report.loso = leave_one_source_out(cases, track)
     return report
+
+
+def _predicted_as_finished(cases: list[Case], workers: int) -> Iterator[tuple[int, Outcome]]:
+    """(row index, outcome) as rows finish. A served row takes seconds to a minute of simulation,
+    so those run in worker processes, rows that may share a simulation (one model on one chip
+    count of one chip, e.g. a Server run's throughput and its TTFT) in the same one; cost-model
+    rows take milliseconds and run here."""
+    groups: dict[tuple[str, str, str], list[int]] = defaultdict(list)
+    for i, case in enumerate(cases):
+        if case.scenario in SERVED_SCENARIOS:
+            groups[(case.model, case.hardware, case.num_chips)].append(i)
+        else:
+            yield i, predict_case(case)
+    if workers <= 1 or len(groups) <= 1:
+        for rows in groups.values():
+            yield from zip(rows, _predict_rows([cases[i] for i in rows]), strict=True)
+        return
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(groups)), mp_context=context) as pool:
+        # longest first (more rows, more chips: more simulation), so no worker is left with a long one at the end
+        order = sorted(groups.values(), key=lambda rows: -len(rows))
+        futures = {pool.submit(_predict_rows, [cases[i] for i in rows]): rows for rows in order}
+        for future in as_completed(futures):
+            yield from zip(futures[future], future.result(), strict=True)
+
+
+def _predict_rows(cases: list[Case]) -> list[Outcome]:
+    return [predict_case(case) for case in cases]
