@@ -243,6 +243,9 @@ class VerifyOptions(BaseModel):
 
     model_config = FROZEN
     min_requests_per_replica: int = Field(default=200, ge=10, le=1_000_000, description="simulated requests per replica of each deployment (at least)")
+    min_duration_s: float = Field(default=600.0, ge=0, le=86_400, description=(
+        "arrivals simulated per deployment, in seconds (at least; within max_requests): a load a few "
+        "percent above capacity takes minutes to show (MLPerf runs 600 s)"))
     max_requests: int = Field(default=20000, ge=100, le=10_000_000, description="cap on simulated requests per deployment")
     max_rounds: int = Field(default=8, ge=1, le=30, description="tighten-and-resolve rounds before giving up")
     tighten_factor: float = Field(default=0.9, gt=0, lt=1, description="capacity scale applied to a (class, deployment) that missed its target")
