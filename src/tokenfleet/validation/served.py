@@ -257,13 +257,18 @@ def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: Ser
         summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo), requests=server_probe_requests(rate))
         return summary if all(summary["slo_met"].values()) else None
 
-    hi = saturated["request_throughput"] * (1 - 2.0**-BISECTION_STEPS)
-    best = probe(hi)
-    lo = hi if best else 0.0
-    for _ in range(BISECTION_STEPS if best is None else 0):
+    top = saturated["request_throughput"] * (1 - 2.0**-BISECTION_STEPS)
+    best = probe(top)
+    if best is not None:
+        return best
+    lo, hi = 0.0, top
+    for _ in range(BISECTION_STEPS):
         rate = (lo + hi) / 2
         summary = probe(rate)
-        lo, hi, best = (rate, hi, summary) if summary else (lo, rate, best)
+        if summary is not None:
+            lo, best = rate, summary
+        else:
+            hi = rate
     return best if best is not None else {**saturated, "output_throughput": 0.0}
 
 
