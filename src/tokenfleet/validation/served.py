@@ -216,7 +216,12 @@ def _as_long_as_mlperf_server(summary: dict[str, Any], arrivals_s: float) -> dic
     drain_s = max(summary["duration_s"] - arrivals_s, 0.0)
     run_s = max(arrivals_s, MLPERF_MIN_DURATION_S)
     scale = summary["duration_s"] / arrivals_s * run_s / (run_s + drain_s) if arrivals_s > 0 else 1.0
-    return {**summary, **{k: summary[k] * scale for k in ("request_throughput", "output_throughput", "total_token_throughput")}}
+    return _rates_scaled(summary, scale)
+
+
+def _rates_scaled(summary: dict[str, Any], factor: float) -> dict[str, Any]:
+    """The summary with its per-second rates multiplied by `factor` (latencies and counts kept)."""
+    return {**summary, **{k: summary[k] * factor for k in ("request_throughput", "output_throughput", "total_token_throughput")}}
 
 
 def _run(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None, scenario: str) -> dict[str, Any]:
@@ -242,7 +247,7 @@ def _mlperf_offline(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCas
     if s["duration_s"] < MLPERF_MIN_DURATION_S:
         n = min(math.ceil(n * MLPERF_MIN_DURATION_S / s["duration_s"]), MAX_OFFLINE_REQUESTS)
         s = _simulate(model, chip, Layout(lay.deployment), dataclasses.replace(sc, requests=n), eff, None)
-    return {**s, **{k: s[k] * lay.replicas for k in ("request_throughput", "output_throughput", "total_token_throughput")}}
+    return _rates_scaled(s, lay.replicas)
 
 
 def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None) -> dict[str, Any]:
