@@ -97,6 +97,22 @@ def test_an_mlperf_server_runs_rate_counts_a_600_s_run_not_the_replays_drain() -
     assert scaled["output_throughput"] == pytest.approx(3000 * 600 / 660) and scaled["mean_ttft_ms"] == 5.0
 
 
+def test_a_server_replay_above_capacity_delivers_the_offline_rate_not_the_offered_one() -> None:
+    """1,000 req/s offered to one H100 (a few dozen req/s of capacity): the replay's long drain
+    is a backlog, not the last requests' lifetime, so the 600 s rescale must not scale it away."""
+    from tokenfleet.catalog import get_chip, get_model
+    from tokenfleet.perf.auto import layout
+    from tokenfleet.validation.served import Layout, run_served, served_case
+
+    model, chip = get_model("llama-3.1-8b"), get_chip("h100-sxm")
+    lay = Layout(layout(model, chip, 1, weight_precision="fp8", kv_precision="fp8"))
+    sc = served_case("target_qps=1000; num_requests=2000", "server", 500, 200)
+    offline = run_served(model, chip, lay, sc, None, "throughput")
+    server = run_served(model, chip, lay, sc, None, "server")
+    assert offline["request_throughput"] < 100
+    assert 0.5 * offline["output_throughput"] < server["output_throughput"] <= offline["output_throughput"] * (1 + 1e-9)
+
+
 def test_a_server_row_without_transcribed_limits_takes_its_mlperf_benchmarks_own() -> None:
     """The shipped table of MLPerf Server limits agrees with every row that transcribes its own,
     and fills in the one that does not (GT051, llama3.1-405b-interactive: 4.5 s / 80 ms)."""

@@ -230,8 +230,17 @@ def _run(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Eff
     if scenario == "throughput":
         return _simulate(model, chip, lay, sc, eff, None)
     if sc.target_qps is not None:
-        return _simulate(model, chip, lay, sc, eff, sc.target_qps)
+        return _at_most_offline(_simulate(model, chip, lay, sc, eff, sc.target_qps), run_served(model, chip, lay, sc, eff, "throughput"))
     return _best_rate_within_slo(model, chip, lay, sc, eff)
+
+
+def _at_most_offline(server: dict[str, Any], offline: dict[str, Any]) -> dict[str, Any]:
+    """A Server run's rates capped at the same layout's Offline rates. The 600 s rescale
+    (`_as_long_as_mlperf_server`) takes the replay's drain for the last requests' lifetime; when
+    the replica cannot keep up with the rate, the drain is a backlog that grows with the run, and
+    a 600 s run would deliver the replica's capacity, not the offered rate."""
+    factor = min(1.0, offline["output_throughput"] / server["output_throughput"]) if server["output_throughput"] > 0 else 1.0
+    return _rates_scaled(server, factor)
 
 
 def _mlperf_offline(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None) -> dict[str, Any]:
