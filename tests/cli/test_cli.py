@@ -70,6 +70,7 @@ def test_validate_json_shape(tmp_path) -> None:
         (["compare", "-m", "llama-3.1-8b", "--spec-tokens", "2", "--acceptance", "1"], "--acceptance 1.0: input should be less than 1"),
         (["validate", "--cases", "/no/such.csv"], "not found"),
         (["validate", "--workers", "0"], "--workers must be a positive integer, got 0"),
+        (["--stack", "mlpref", "compare", "-m", "llama-3.1-8b"], "'mlpref' is not a fitted software stack; fitted: mlperf (amd)"),
         (["predict", "-m", "llama-3.1-8b"], "Missing option"),
     ],
 )
@@ -110,6 +111,18 @@ def test_your_own_measurements_fit_your_own_stack_and_replace_the_shipped_fit_fo
 
     assert speed("mi300x", "--efficiency", str(fit)) > 1.5 * speed("mi300x")
     assert speed("h100-sxm", "--efficiency", str(fit)) == pytest.approx(speed("h100-sxm"))
+
+
+def test_a_software_stacks_own_fit_replaces_its_kinds_where_it_has_one() -> None:
+    """--stack mlperf: AMD chips predict with the compute efficiency of AMD's MLPerf runs (a
+    compute-bound prefill speeds up), NVIDIA chips, which have no such fit, keep their own."""
+    def prefill_s(chip: str, *extra: str) -> float:
+        res = tokenfleet(*extra, "predict", "-m", "llama-3.1-8b", "-H", chip, "-b", "16", "-i", "4096", "-o", "16", "--json")
+        assert res.returncode == 0, res.stderr
+        return float(json.loads(res.stdout)["ttft_s"])
+
+    assert prefill_s("mi300x", "--stack", "mlperf") < 0.8 * prefill_s("mi300x")
+    assert prefill_s("h100-sxm", "--stack", "mlperf") == pytest.approx(prefill_s("h100-sxm"))
 
 
 @pytest.mark.parametrize("content", [None, "kinds: [1, 2]\n", "kinds: {amd: {params: {mem_eff: fast}}}\n"])

@@ -44,3 +44,27 @@ def test_the_fp4_factor_is_fitted_on_saturated_fp4_runs_and_brings_them_closer()
     assert replace(fitted, fp4_compute_factor=1.0) == base  # nothing else moves
     assert fitted.fp4_compute_factor >= 0.3 and fitted.fp4_compute_factor * fitted.compute_eff <= 0.95
     assert fit_fp4_factor(base, single_chip[: MIN_FP4_ROWS - 1]) == base  # too few rows: left at 1
+
+
+def test_a_stacks_compute_efficiency_is_fitted_on_its_saturated_runs_and_nothing_else_moves() -> None:
+    """Three MI300X runs 'measured' at twice what the AMD fit predicts: the stack's compute
+    efficiency rises and brings them closer; with too few rows it stays the kind's."""
+    from tokenfleet.catalog import get_chip, get_model
+    from tokenfleet.perf.auto import layout
+    from tokenfleet.perf.predict import Workload
+    from tokenfleet.validation.calibrate import MIN_STACK_ROWS, fit_stack
+    from tokenfleet.validation.cases import Case, PreparedCase
+
+    model, chip = get_model("llama-3.1-8b"), get_chip("mi300x")
+    base = calibration_for(chip, "").efficiency
+    rows = []
+    for i, (prompt, answer) in enumerate(((1000, 100), (500, 500), (2000, 200))):
+        case = Case(f"T{i}", "meta-llama/Llama-3.1-8B", "mi300x", "1", "1", "", "", "fp8", "throughput", "", str(prompt), str(answer),
+                    "none", "output_tok_s_total", 1.0, "high", "test", notes="num_requests=300", software="MLPerf-like")
+        dep = layout(model, chip, 1, weight_precision="fp8", kv_precision="fp8")
+        row = PreparedCase(case, model, chip, dep, Workload(1, prompt, answer), stack="mlperf")
+        rows.append(replace(row, case=replace(case, value=2 * row.predict(base))))
+    fitted = fit_stack(base, rows)
+    assert fitted.compute_eff > 1.3 * base.compute_eff and replace(fitted, compute_eff=base.compute_eff) == base
+    assert np.abs(log_errors(fitted, rows)).sum() < 0.7 * np.abs(log_errors(base, rows)).sum()
+    assert fit_stack(base, rows[: MIN_STACK_ROWS - 1]) == base

@@ -29,14 +29,25 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
 def _global_options(
     efficiency: Annotated[Path | None, typer.Option("--efficiency", help="your own fit (from `tokenfleet calibrate --out`) in place of the shipped one "
                                                     "for the kinds it fits; also $TOKENFLEET_EFFICIENCY")] = None,
+    stack: Annotated[str | None, typer.Option("--stack", help="predict with a software stack's own fit where a kind has one "
+                                              "(e.g. mlperf: AMD as tuned for MLPerf); also $TOKENFLEET_STACK")] = None,
 ) -> None:
     """Which hardware for which LLM traffic."""
-    from tokenfleet.perf.efficiency import EFFICIENCY_ENV, read_efficiency_file
+    from tokenfleet.perf.efficiency import (
+        EFFICIENCY_ENV,
+        STACK_ENV,
+        check_stack,
+        read_efficiency_file,
+    )
 
     if efficiency is not None:
         os.environ[EFFICIENCY_ENV] = str(efficiency.resolve())
     if os.environ.get(EFFICIENCY_ENV):
         read_efficiency_file(Path(os.environ[EFFICIENCY_ENV]))  # a bad file fails here, in one line, before any work
+    if stack is not None:
+        os.environ[STACK_ENV] = stack
+    if os.environ.get(STACK_ENV):
+        check_stack(os.environ[STACK_ENV])
 catalog_app = typer.Typer(no_args_is_help=True, help="What the built-in catalog knows, and where each figure comes from.")
 app.add_typer(catalog_app, name="catalog")
 console = tables.wide_console()
@@ -203,6 +214,8 @@ def calibrate(
         raise TokenfleetError(f"{cases}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
     for f in fits.values():
         console.print(f"{f.kind:16s} rows={len(f.rows):3d} in-sample MAPE={f.mape:6.1%} band=x{2.718281828 ** f.band_log:.2f}  {f.efficiency}")
+        for st in f.stacks:
+            console.print(f"  stack {st.stack:8s} rows={len(st.rows):3d} in-sample MAPE={st.mape:6.1%} compute_eff={st.efficiency.compute_eff:.3f}")
     targets = ([Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"] if write else []) + ([out] if out else [])
     for target in targets:
         write_efficiency(fits, cases, target)

@@ -20,7 +20,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.fleet.cache import Cache, digest
-from tokenfleet.perf.efficiency import EFFICIENCY_DATA_ENV, EFFICIENCY_ENV
+from tokenfleet.perf.efficiency import EFFICIENCY_DATA_ENV, EFFICIENCY_ENV, STACK_ENV
 
 Backend = Literal["local", "ray"]
 BACKENDS = ("local", "ray")
@@ -140,9 +140,12 @@ class Runner:
             ray.init(include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR, **local)
             self._ray_started = True
         task = ray.remote(execute)
+        env_vars = {STACK_ENV: os.environ[STACK_ENV]} if os.environ.get(STACK_ENV) else {}
         if os.environ.get(EFFICIENCY_ENV):  # a user's fit travels with the tasks, not as a path the cluster lacks
             with open(os.environ[EFFICIENCY_ENV]) as f:
-                task = task.options(runtime_env={"env_vars": {EFFICIENCY_DATA_ENV: f.read()}})
+                env_vars[EFFICIENCY_DATA_ENV] = f.read()
+        if env_vars:
+            task = task.options(runtime_env={"env_vars": env_vars})
         pending = [task.remote(j) for j in jobs]
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

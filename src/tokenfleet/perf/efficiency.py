@@ -4,7 +4,9 @@ The package ships one fit (`data/efficiency.yaml`, from the published measuremen
 has measured their own stack fits it the same way (`tokenfleet calibrate --cases mine.csv --out
 mine.yaml`) and points `TOKENFLEET_EFFICIENCY` (or `tokenfleet --efficiency mine.yaml ...`) at
 the result: the kinds it fits replace the shipped ones everywhere, in every worker process, and
-in the planner's cache keys; the kinds it leaves out keep the shipped fit.
+in the planner's cache keys; the kinds it leaves out keep the shipped fit. A kind may also carry
+fits of named software stacks (`kinds.<kind>.stacks.<stack>`, see `validation/data/stacks.yaml`),
+used where `TOKENFLEET_STACK` (`tokenfleet --stack`) names one.
 """
 
 from __future__ import annotations
@@ -27,6 +29,9 @@ EFFICIENCY_FILE = "data/efficiency.yaml"
 EFFICIENCY_ENV = "TOKENFLEET_EFFICIENCY"
 #: ... or holding the fit's text itself (how Ray tasks on other machines receive it).
 EFFICIENCY_DATA_ENV = "TOKENFLEET_EFFICIENCY_YAML"
+#: Environment variable naming a software stack (`tokenfleet --stack`): kinds with a fit for it
+#: (`kinds.<kind>.stacks.<stack>`) predict with that fit, the others with their own.
+STACK_ENV = "TOKENFLEET_STACK"
 
 
 @dataclass(frozen=True)
@@ -68,8 +73,9 @@ def parse_efficiency(text: str, where: str) -> dict[str, Any]:
         data: dict[str, Any] = yaml.safe_load(text)
         kinds = data["kinds"]
         for entry in kinds.values():
-            efficiency_from_dict(entry["params"])
-            float(entry.get("band_log", 0.5))
+            for fit in (entry, *entry.get("stacks", {}).values()):
+                efficiency_from_dict(fit["params"])
+                float(fit.get("band_log", 0.5))
     except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError) as exc:
         raise TokenfleetError(f"efficiency file {where!r} is not a fit written by `tokenfleet calibrate --out` "
                               "(it needs kinds.<kind>.params with numbers); write it again") from exc
@@ -83,12 +89,33 @@ def efficiency_from_dict(values: dict[str, Any]) -> Efficiency:
     return Efficiency(**{k: float(v) for k, v in values.items() if k in names})
 
 
-def calibration_for(chip: ChipSpec) -> Calibration:
-    """The fitted calibration of the chip's kind (its family's defaults where none was fitted)."""
+def fitted_stacks() -> dict[str, list[str]]:
+    """The software stacks of the fit in use, each with the kinds fitted for it."""
+    named: dict[str, list[str]] = {}
+    for kind, entry in sorted(load_efficiency().get("kinds", {}).items()):
+        for stack in entry.get("stacks", {}):
+            named.setdefault(stack, []).append(kind)
+    return named
+
+
+def check_stack(stack: str) -> None:
+    """A stack name the fit in use knows; else one line naming the ones it does."""
+    known = fitted_stacks()
+    if stack not in known:
+        listed = ", ".join(f"{name} ({'/'.join(kinds)})" for name, kinds in known.items()) or "none"
+        raise TokenfleetError(f"--stack {stack!r} is not a fitted software stack; fitted: {listed}")
+
+
+def calibration_for(chip: ChipSpec, stack: str | None = None) -> Calibration:
+    """The fitted calibration of the chip's kind (its family's defaults where none was fitted), on
+    `stack` where the kind has a fit for it (None: the stack in $TOKENFLEET_STACK; "": none)."""
     kinds = load_efficiency().get("kinds", {})
     entry = kinds.get(chip.kind)
     if entry is None:
         return Calibration(chip.kind, Efficiency(), 0.5, ())
+    stack = os.environ.get(STACK_ENV, "") if stack is None else stack
+    if stack and stack in entry.get("stacks", {}):
+        entry = entry["stacks"][stack]
     return Calibration(
         kind=chip.kind,
         efficiency=efficiency_from_dict(entry["params"]),

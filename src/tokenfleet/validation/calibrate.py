@@ -11,6 +11,9 @@ A second, one-parameter step fits `fp4_compute_factor`, the share of `compute_ef
 matmuls reach, on the kind's saturated FP4 runs (through the simulator), the base parameters held:
 the cost-model rows are nearly all 16- and 8-bit and memory-bound, so they cannot see it, while
 saturated Blackwell FP4 runs were over-predicted by a fifth (14 of 15 rows, FP8 runs unbiased).
+A third step fits the software stacks named in `data/stacks.yaml` (see `validation.stacks`):
+for each, the `compute_eff` of the kinds it names, on the stack's saturated runs (through the
+simulator), the kind's other parameters held; those rows stay out of the kind's own fit.
 `leave_one_source_out` refits without each source in turn and predicts that source's rows.
 """
 
@@ -52,6 +55,21 @@ PRIOR_WIDTH = np.array([0.5, 0.5, 100e-6, 100e-6, 10e-3])
 MIN_FP4_ROWS = 4
 FP4_BOUNDS = (0.3, 1.5)
 FP4_PRIOR_WIDTH = 0.5
+#: A stack's compute efficiency is fitted only on at least this many of its saturated runs, with
+#: a weak pull towards its kind's value (one unit of log error per factor of four).
+MIN_STACK_ROWS = 3
+STACK_PRIOR_WIDTH = 2.0
+
+
+@dataclass(frozen=True)
+class StackFit:
+    """One software stack's fit on one kind: the kind's parameters with its own compute efficiency."""
+
+    stack: str
+    efficiency: Efficiency
+    rows: tuple[str, ...]
+    band_log: float
+    mape: float
 
 
 @dataclass(frozen=True)
@@ -63,6 +81,7 @@ class KindFit:
     band_log: float
     mape: float
     fp4_rows: tuple[str, ...] = ()
+    stacks: tuple[StackFit, ...] = ()
 
 
 def _vector_to_eff(x: np.ndarray) -> Efficiency:
@@ -93,13 +112,15 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
 def counted_rows(cases: list[Case], scenarios: tuple[str, ...] = COST_MODEL_SCENARIOS,
                  skip_kinds: frozenset[str] = frozenset(),
                  keep: Callable[[PreparedCase], bool] = lambda row: True) -> dict[str, list[PreparedCase]]:
-    """Counted rows of the given scenarios that `keep` accepts and that can be predicted, by hardware kind."""
+    """Counted rows of the given scenarios that `keep` accepts and that can be predicted, by hardware
+    kind; rows of a stack fitted apart (`stack_rows`) are not their kind's."""
     by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
     for case in cases:
         if case.scenario not in scenarios or not case.counted:
             continue
         prepared = prepare_case(case)
-        if isinstance(prepared, PreparedCase) and prepared.chip.kind not in skip_kinds and keep(prepared) and _predictable(prepared):
+        if (isinstance(prepared, PreparedCase) and prepared.chip.kind not in skip_kinds and not prepared.stack and keep(prepared)
+                and _predictable(prepared)):
             by_kind[prepared.chip.kind].append(prepared)
     return dict(by_kind)
 
@@ -136,33 +157,68 @@ def fit_fp4_factor(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
     if len(rows) < MIN_FP4_ROWS:
         return base
     upper = min(FP4_BOUNDS[1], 0.95 / base.compute_eff)  # never above peak
+    return _fit_one(base, "fp4_compute_factor", rows, (FP4_BOUNDS[0], upper), min(0.9, upper * 0.99),
+                    lambda x: (x - 1.0) / FP4_PRIOR_WIDTH)
 
+
+def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tuple[float, float], start: float,
+             prior: Callable[[float], float]) -> Efficiency:
+    """`base` with one parameter fitted on `rows` (through the simulator: few, coarse steps)."""
     def residuals(x: np.ndarray) -> np.ndarray:
-        return np.append(log_errors(replace(base, fp4_compute_factor=float(x[0])), rows), (x[0] - 1.0) / FP4_PRIOR_WIDTH)
+        return np.append(log_errors(replace(base, **{name: float(x[0])}), rows), prior(float(x[0])))
 
-    fit = least_squares(residuals, [min(0.9, upper * 0.99)], bounds=([FP4_BOUNDS[0]], [upper]), loss="soft_l1", f_scale=0.2,
-                        diff_step=0.01, xtol=1e-3)
-    return replace(base, fp4_compute_factor=float(fit.x[0]))
+    fit = least_squares(residuals, [start], bounds=([bounds[0]], [bounds[1]]), loss="soft_l1", f_scale=0.2, diff_step=0.01, xtol=1e-3)
+    return replace(base, **{name: float(fit.x[0])})
+
+
+def stack_rows(cases: list[Case]) -> dict[tuple[str, str], list[PreparedCase]]:
+    """Each (kind, stack)'s counted saturated runs, for stacks with enough of them (MIN_STACK_ROWS)."""
+    by_stack: dict[tuple[str, str], list[PreparedCase]] = defaultdict(list)
+    for case in cases:
+        if case.scenario != "throughput" or not case.counted:
+            continue
+        prepared = prepare_case(case)
+        if isinstance(prepared, PreparedCase) and prepared.stack and _predictable(prepared):
+            by_stack[(prepared.chip.kind, prepared.stack)].append(prepared)
+    return {key: rows for key, rows in by_stack.items() if len(rows) >= MIN_STACK_ROWS}
+
+
+def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
+    """The kind's parameters with the compute efficiency its stack's `rows` reach (base unchanged on
+    too few rows: a leave-one-source-out fold may leave too few)."""
+    if len(rows) < MIN_STACK_ROWS:
+        return base
+    return _fit_one(base, "compute_eff", rows, (float(LOWER[1]), float(UPPER[1])), base.compute_eff,
+                    lambda x: np.log(x / base.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH)
 
 
 def calibrate(cases: list[Case]) -> dict[str, KindFit]:
     fits = {}
-    fp4 = fp4_rows(cases)
+    fp4, by_stack = fp4_rows(cases), stack_rows(cases)
     for kind, rows in sorted(fitting_rows(cases).items()):
         eff = fit_fp4_factor(fit_rows(rows), fp4.get(kind, []))
-        logs = np.abs(log_errors(eff, rows))
-        fits[kind] = KindFit(
-            kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows),
-            band_log=float(np.quantile(logs, 0.8)), mape=float(np.mean([abs(r.predict(eff) / r.case.value - 1) for r in rows])),
-            fp4_rows=tuple(r.case.id for r in fp4.get(kind, [])),
-        )
+        fitted_stacks = []
+        for (stack_kind, stack), srows in sorted(by_stack.items()):
+            if stack_kind == kind:
+                seff = fit_stack(eff, srows)
+                fitted_stacks.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
+        fits[kind] = KindFit(kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows), *_spread(eff, rows),
+                             fp4_rows=tuple(r.case.id for r in fp4.get(kind, [])), stacks=tuple(fitted_stacks))
     return fits
 
 
+def _spread(eff: Efficiency, rows: list[PreparedCase]) -> tuple[float, float]:
+    """(band_log, MAPE) of a fit on its rows: ~80% of them lie within prediction x/ exp(band_log)."""
+    predicted = np.array([r.predict(eff) for r in rows])
+    measured = np.array([r.case.value for r in rows])
+    return float(np.quantile(np.abs(np.log(predicted / measured)), 0.8)), float(np.mean(np.abs(predicted / measured - 1)))
+
+
 def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[Outcome]:
-    """Each fitted row (of either step) predicted by parameters fitted without any row of its source."""
-    base, fp4 = fitting_rows(cases), fp4_rows(cases)
-    fitted = {kind: _unique(rows + fp4.get(kind, [])) for kind, rows in base.items()}
+    """Each fitted row (of any step) predicted by parameters fitted without any row of its source."""
+    base, fp4, by_stack = fitting_rows(cases), fp4_rows(cases), stack_rows(cases)
+    fitted = {kind: _unique(rows + fp4.get(kind, []) + [r for (k, _), srows in by_stack.items() if k == kind for r in srows])
+              for kind, rows in base.items()}
     folds = [(kind, source) for kind, rows in fitted.items() for source in sorted({r.case.source for r in rows})]
     outcomes: list[Outcome] = []
     for kind, source in (track(folds, "leave one source out") if track else folds):
@@ -170,7 +226,11 @@ def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[
         eff = fit_rows([r for r in base[kind] if r.case.source != source])
         if any(runs_fp4(r) for r in held):
             eff = fit_fp4_factor(eff, [r for r in fp4.get(kind, []) if r.case.source != source])
-        outcomes += [Outcome(r.case, r.chip.family, r.predict(eff), deployment=r.deployment.describe()) for r in held]
+        for stack in sorted({r.stack for r in held}):
+            srows = [r for r in by_stack.get((kind, stack), []) if r.case.source != source] if stack else []
+            eff_here = fit_stack(eff, srows) if stack else eff
+            outcomes += [Outcome(r.case, r.chip.family, r.predict(eff_here), deployment=r.deployment.describe())
+                         for r in held if r.stack == stack]
     return outcomes
 
 
@@ -187,17 +247,26 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
         "method": "tokenfleet.validation.calibrate: soft-L1 least squares on log(predicted/measured) "
         "with a weak prior, static and per_user rows, trust != claim (kinds without such rows: "
         "their throughput rows, through the serving simulator); then fp4_compute_factor alone on "
-        "the kind's saturated FP4 throughput rows (fp4_rows), through the simulator",
+        "the kind's saturated FP4 throughput rows (fp4_rows), through the simulator; then, per "
+        "software stack of validation/data/stacks.yaml, compute_eff alone on the stack's "
+        "throughput rows (stacks.<stack>.rows, out of the kind's own fit), through the simulator",
         "kinds": {
             f.kind: {
                 "family": f.family,
-                "params": {k: float(f"{v:.6g}") for k, v in asdict(f.efficiency).items()},
+                "params": _rounded(f.efficiency),
                 "band_log": round(f.band_log, 4),
                 "in_sample_mape": round(f.mape, 4),
                 "rows": list(f.rows),
                 **({"fp4_rows": list(f.fp4_rows)} if f.fp4_rows else {}),
+                **({"stacks": {st.stack: {"params": _rounded(st.efficiency), "band_log": round(st.band_log, 4),
+                                          "in_sample_mape": round(st.mape, 4), "rows": list(st.rows)} for st in f.stacks}}
+                   if f.stacks else {}),
             }
             for f in fits.values()
         },
     }
     out.write_text("# Written by `tokenfleet calibrate --write`; do not edit by hand.\n" + yaml.safe_dump(doc, sort_keys=False))
+
+
+def _rounded(eff: Efficiency) -> dict[str, float]:
+    return {k: float(f"{v:.6g}") for k, v in asdict(eff).items()}

@@ -18,6 +18,7 @@ from tokenfleet.catalog.models import ModelSpec, get_model
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.efficiency import calibration_for
 from tokenfleet.perf.memory import plan_memory
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
@@ -29,6 +30,7 @@ from tokenfleet.validation.served import (
     run_served,
     served_case,
 )
+from tokenfleet.validation.stacks import stack_of
 
 #: Wraps a long loop (items, what it does) and yields the items, e.g. through a progress bar.
 Track = Callable[[Sequence[Any], str], Iterable[Any]]
@@ -241,6 +243,7 @@ class PreparedCase:
     chip: ChipSpec
     deployment: Deployment
     work: Workload
+    stack: str = ""  # the software stack fitted apart that the row ran (see validation.stacks), or ""
 
     def predict(self, efficiency: Efficiency | None = None) -> float:
         return self.predict_with_layout(efficiency)[0]
@@ -255,7 +258,10 @@ class PreparedCase:
         return self.case.value > bound if self.case.metric in SPEED_METRICS else self.case.value < bound
 
     def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str]:
-        """The prediction and the layout it ran on (for served rows, possibly data parallel)."""
+        """The prediction and the layout it ran on (for served rows, possibly data parallel); by
+        default with the fit of the row's own kind and stack, whatever `--stack` says."""
+        if efficiency is None:
+            efficiency = calibration_for(self.chip, self.stack).efficiency
         if self.case.scenario in SERVED_SCENARIOS:
             dataset = mlperf_dataset(self.case)
             known = self.case.input_tokens or dataset
@@ -282,7 +288,7 @@ def prepare_case(case: Case) -> PreparedCase | Outcome:
             return Outcome(case, family, None, f"metric '{case.metric}' is not predicted")
         model = get_model(case.model)
         work = workload_for(case)
-        return PreparedCase(case, model, chip, deployment_for(case, model, chip, work), work)
+        return PreparedCase(case, model, chip, deployment_for(case, model, chip, work), work, stack_of(case, chip.kind))
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
 
@@ -300,6 +306,8 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
         return Outcome(case, family, None, _one_line(str(exc)))
     mean_prompt = dataset_prompt_tokens(case)
     notes = [f"lengths: drawn from the MLPerf dataset's distribution (mean prompt {mean_prompt} tokens)"] if mean_prompt else []
+    if prepared.stack:
+        notes.append(f"efficiency: the {prepared.stack} stack's own fit (validation/data/stacks.yaml)")
     if beyond:
         notes.append("measured beats this deployment's roofline: implies speculative decoding, lower precision or more chips than assumed")
     return Outcome(case, family, value, "; ".join(notes), deployment=described, beyond_roofline=beyond)

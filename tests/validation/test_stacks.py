@@ -1,0 +1,26 @@
+"""Software stacks fitted apart from their hardware kind (validation/data/stacks.yaml)."""
+
+from __future__ import annotations
+
+from tokenfleet.catalog import get_chip
+from tokenfleet.validation.calibrate import counted_rows, stack_rows
+from tokenfleet.validation.cases import builtin_cases_path, read_cases
+from tokenfleet.validation.stacks import stack_of, stacks
+
+
+def _cases(*ids: str):
+    return [c for c in read_cases(builtin_cases_path()) if c.id in ids]
+
+
+def test_amds_mlperf_runs_are_a_stack_of_their_own_and_nvidias_are_not() -> None:
+    assert {s.name for s in stacks()} == {"mlperf"}
+    of = {c.id: stack_of(c, get_chip(c.hardware).kind) for c in _cases("GT068", "GT064", "GT143", "GT151", "GT011", "GT049")}
+    assert of == {"GT068": "mlperf", "GT064": "mlperf", "GT143": "", "GT151": "", "GT011": "", "GT049": ""}
+
+
+def test_a_stacks_rows_stay_out_of_their_kinds_own_fit() -> None:
+    cases = [c for c in read_cases(builtin_cases_path()) if c.hardware.startswith("mi")]
+    kind_rows = {r.case.id for rows in counted_rows(cases, ("throughput",)).values() for r in rows}
+    stack = {r.case.id for rows in stack_rows(cases).values() for r in rows}
+    assert stack == {"GT066", "GT068", "GT069", "GT070"}  # AMD's counted MLPerf Offline runs
+    assert "GT143" in kind_rows and not kind_rows & stack
