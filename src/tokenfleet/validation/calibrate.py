@@ -22,7 +22,7 @@ from __future__ import annotations
 import datetime as dt
 import hashlib
 from collections import defaultdict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -115,14 +115,19 @@ def counted_rows(cases: list[Case], scenarios: tuple[str, ...] = COST_MODEL_SCEN
     """Counted rows of the given scenarios that `keep` accepts and that can be predicted, by hardware
     kind; rows of a stack fitted apart (`stack_rows`) are not their kind's."""
     by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
-    for case in cases:
-        if case.scenario not in scenarios or not case.counted:
-            continue
-        prepared = prepare_case(case)
-        if (isinstance(prepared, PreparedCase) and prepared.chip.kind not in skip_kinds and not prepared.stack and keep(prepared)
-                and _predictable(prepared)):
-            by_kind[prepared.chip.kind].append(prepared)
+    for row in _prepared(cases, scenarios, lambda r: r.chip.kind not in skip_kinds and not r.stack and keep(r)):
+        by_kind[row.chip.kind].append(row)
     return dict(by_kind)
+
+
+def _prepared(cases: list[Case], scenarios: tuple[str, ...], keep: Callable[[PreparedCase], bool]) -> Iterator[PreparedCase]:
+    """Counted rows of the given scenarios that `keep` accepts and that can be predicted, prepared
+    (`keep` first: checking that a saturated run can be predicted simulates it)."""
+    for case in cases:
+        if case.scenario in scenarios and case.counted:
+            prepared = prepare_case(case)
+            if isinstance(prepared, PreparedCase) and keep(prepared) and _predictable(prepared):
+                yield prepared
 
 
 def _predictable(row: PreparedCase) -> bool:
@@ -174,12 +179,8 @@ def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tupl
 def stack_rows(cases: list[Case]) -> dict[tuple[str, str], list[PreparedCase]]:
     """Each (kind, stack)'s counted saturated runs, for stacks with enough of them (MIN_STACK_ROWS)."""
     by_stack: dict[tuple[str, str], list[PreparedCase]] = defaultdict(list)
-    for case in cases:
-        if case.scenario != "throughput" or not case.counted:
-            continue
-        prepared = prepare_case(case)
-        if isinstance(prepared, PreparedCase) and prepared.stack and _predictable(prepared):
-            by_stack[(prepared.chip.kind, prepared.stack)].append(prepared)
+    for row in _prepared(cases, ("throughput",), lambda r: bool(r.stack)):
+        by_stack[(row.chip.kind, row.stack)].append(row)
     return {key: rows for key, rows in by_stack.items() if len(rows) >= MIN_STACK_ROWS}
 
 
