@@ -68,3 +68,18 @@ def test_a_stacks_compute_efficiency_is_fitted_on_its_saturated_runs_and_nothing
     assert fitted.compute_eff > 1.3 * base.compute_eff and replace(fitted, compute_eff=base.compute_eff) == base
     assert np.abs(log_errors(fitted, rows)).sum() < 0.7 * np.abs(log_errors(base, rows)).sum()
     assert fit_stack(base, rows[: MIN_STACK_ROWS - 1]) == base
+
+
+def test_a_stack_with_too_few_runs_is_not_fitted_apart_and_its_rows_stay_its_kinds() -> None:
+    """Two MLPerf MI300X runs and nothing else: too few for a stack of their own, so AMD is fitted
+    on them (a kind without static rows is fitted on its saturated runs) and says why no stack."""
+    from tokenfleet.validation.calibrate import MIN_STACK_ROWS, calibrate
+    from tokenfleet.validation.cases import Case
+
+    runs = [Case(f"T{i}", "meta-llama/Llama-3.1-8B", "mi300x", "1", "1", "", "", "fp8", "throughput", "", str(prompt), str(answer),
+                 "none", "output_tok_s_total", tok_s, "high", "test", notes="num_requests=200", software="MLPerf-like")
+            for i, (prompt, answer, tok_s) in enumerate(((1000, 100, 2000.0), (500, 500, 6000.0)))]
+    assert len(runs) < MIN_STACK_ROWS
+    fits = calibrate(runs)
+    assert fits["amd"].rows == ("T0", "T1")
+    assert fits["amd"].stacks == () and fits["amd"].stacks_too_small == (("mlperf", 2),)

@@ -20,7 +20,19 @@ def test_amds_mlperf_runs_are_a_stack_of_their_own_and_nvidias_are_not() -> None
 
 def test_a_stacks_rows_stay_out_of_their_kinds_own_fit() -> None:
     cases = [c for c in read_cases(builtin_cases_path()) if c.hardware.startswith("mi")]
-    kind_rows = {r.case.id for rows in counted_rows(cases, ("throughput",)).values() for r in rows}
-    stack = {r.case.id for rows in stack_rows(cases).values() for r in rows}
+    by_stack = stack_rows(cases)
+    kind_rows = {r.case.id for rows in counted_rows(cases, ("throughput",), apart=frozenset(by_stack)).values() for r in rows}
+    stack = {r.case.id for rows in by_stack.values() for r in rows}
     assert stack == {"GT066", "GT068", "GT069", "GT070"}  # AMD's counted MLPerf Offline runs
     assert "GT143" in kind_rows and not kind_rows & stack
+
+
+def test_a_rows_note_names_its_stacks_fit_only_when_that_fit_predicted_it() -> None:
+    from tokenfleet.perf.efficiency import calibration_for
+    from tokenfleet.validation.cases import Case, predict_case
+
+    run = Case("T0", "meta-llama/Llama-3.1-8B", "mi300x", "1", "1", "", "", "fp8", "throughput", "", "500", "100",
+               "none", "output_tok_s_total", 5000.0, "high", "test", notes="num_requests=100", software="MLPerf-like")
+    assert "mlperf stack's own fit" in predict_case(run).reason
+    given = calibration_for(get_chip("mi300x"), "").efficiency  # the kind's own, passed explicitly
+    assert "stack" not in predict_case(run, {"amd": given}).reason

@@ -204,8 +204,8 @@ def calibrate(
 ) -> None:
     """Fit the efficiency parameters of each hardware family on the calibration rows (your own
     measurements in the same CSV schema fit your own stack)."""
+    from tokenfleet.validation.calibrate import MIN_STACK_ROWS, write_efficiency
     from tokenfleet.validation.calibrate import calibrate as fit
-    from tokenfleet.validation.calibrate import write_efficiency
     from tokenfleet.validation.cases import read_cases
 
     cases = _cases_path(cases)
@@ -216,6 +216,8 @@ def calibrate(
         console.print(f"{f.kind:16s} rows={len(f.rows):3d} in-sample MAPE={f.mape:6.1%} band=x{2.718281828 ** f.band_log:.2f}  {f.efficiency}")
         for st in f.stacks:
             console.print(f"  stack {st.stack:8s} rows={len(st.rows):3d} in-sample MAPE={st.mape:6.1%} compute_eff={st.efficiency.compute_eff:.3f}")
+        for name, runs in f.stacks_too_small:
+            console.print(f"  stack {name}: {runs} saturated run(s), {MIN_STACK_ROWS} needed to fit it apart; its rows use {f.kind}'s own fit")
     targets = ([Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"] if write else []) + ([out] if out else [])
     for target in targets:
         write_efficiency(fits, cases, target)

@@ -82,6 +82,7 @@ class KindFit:
     mape: float
     fp4_rows: tuple[str, ...] = ()
     stacks: tuple[StackFit, ...] = ()
+    stacks_too_small: tuple[tuple[str, int], ...] = ()  # (stack, saturated runs): too few to fit apart, fitted with the kind
 
 
 def _vector_to_eff(x: np.ndarray) -> Efficiency:
@@ -109,13 +110,18 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
     return _vector_to_eff(fit.x)
 
 
+#: (kind, stack) pairs fitted apart from their kind (the keys of `stack_rows`).
+Apart = frozenset[tuple[str, str]]
+
+
 def counted_rows(cases: list[Case], scenarios: tuple[str, ...] = COST_MODEL_SCENARIOS,
                  skip_kinds: frozenset[str] = frozenset(),
-                 keep: Callable[[PreparedCase], bool] = lambda row: True) -> dict[str, list[PreparedCase]]:
+                 keep: Callable[[PreparedCase], bool] = lambda row: True,
+                 apart: Apart = frozenset()) -> dict[str, list[PreparedCase]]:
     """Counted rows of the given scenarios that `keep` accepts and that can be predicted, by hardware
-    kind; rows of a stack fitted apart (`stack_rows`) are not their kind's."""
+    kind; rows of a stack fitted apart (`apart`, see `stack_rows`) are not their kind's."""
     by_kind: dict[str, list[PreparedCase]] = defaultdict(list)
-    for row in _prepared(cases, scenarios, lambda r: r.chip.kind not in skip_kinds and not r.stack and keep(r)):
+    for row in _prepared(cases, scenarios, lambda r: r.chip.kind not in skip_kinds and (r.chip.kind, r.stack) not in apart and keep(r)):
         by_kind[row.chip.kind].append(row)
     return dict(by_kind)
 
@@ -138,22 +144,24 @@ def _predictable(row: PreparedCase) -> bool:
     return True
 
 
-def fitting_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
+def fitting_rows(cases: list[Case], apart: Apart = frozenset()) -> dict[str, list[PreparedCase]]:
     """The rows each kind is fitted on: its static and per_user rows (the cost model alone); for a
     kind that has none, its saturated `throughput` rows (through the simulator). Every other served
-    row stays out of the fit, so its error tests cost model and simulator out of sample."""
-    fitting = counted_rows(cases)
-    return fitting | counted_rows(cases, ("throughput",), skip_kinds=frozenset(fitting))
+    row stays out of the fit, so its error tests cost model and simulator out of sample; so do the
+    rows of the stacks in `apart`, which have fits of their own."""
+    fitting = counted_rows(cases, apart=apart)
+    return fitting | counted_rows(cases, ("throughput",), skip_kinds=frozenset(fitting), apart=apart)
 
 
 def runs_fp4(row: PreparedCase) -> bool:
     return COMPUTE_FORMAT[row.deployment.weight_precision] == "fp4"
 
 
-def fp4_rows(cases: list[Case]) -> dict[str, list[PreparedCase]]:
-    """Each kind's counted saturated runs whose matmuls run in FP4, for kinds with enough of them
-    (MIN_FP4_ROWS): what its FP4 factor is fitted on."""
-    return {kind: rows for kind, rows in counted_rows(cases, ("throughput",), keep=runs_fp4).items() if len(rows) >= MIN_FP4_ROWS}
+def fp4_rows(cases: list[Case], apart: Apart = frozenset()) -> dict[str, list[PreparedCase]]:
+    """Each kind's counted saturated runs whose matmuls run in FP4 (outside the stacks in `apart`),
+    for kinds with enough of them (MIN_FP4_ROWS): what its FP4 factor is fitted on."""
+    rows_by_kind = counted_rows(cases, ("throughput",), keep=runs_fp4, apart=apart)
+    return {kind: rows for kind, rows in rows_by_kind.items() if len(rows) >= MIN_FP4_ROWS}
 
 
 def fit_fp4_factor(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
@@ -176,12 +184,13 @@ def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tupl
     return replace(base, **{name: float(fit.x[0])})
 
 
-def stack_rows(cases: list[Case]) -> dict[tuple[str, str], list[PreparedCase]]:
-    """Each (kind, stack)'s counted saturated runs, for stacks with enough of them (MIN_STACK_ROWS)."""
+def stack_rows(cases: list[Case], min_rows: int = MIN_STACK_ROWS) -> dict[tuple[str, str], list[PreparedCase]]:
+    """Each (kind, stack)'s counted saturated runs, for stacks with enough of them (`min_rows`) to
+    be fitted apart; a stack with fewer is not, and its rows are its kind's like any other."""
     by_stack: dict[tuple[str, str], list[PreparedCase]] = defaultdict(list)
     for row in _prepared(cases, ("throughput",), lambda r: bool(r.stack)):
         by_stack[(row.chip.kind, row.stack)].append(row)
-    return {key: rows for key, rows in by_stack.items() if len(rows) >= MIN_STACK_ROWS}
+    return {key: rows for key, rows in by_stack.items() if len(rows) >= min_rows}
 
 
 def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
@@ -195,16 +204,20 @@ def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
 
 def calibrate(cases: list[Case]) -> dict[str, KindFit]:
     fits = {}
-    fp4, by_stack = fp4_rows(cases), stack_rows(cases)
-    for kind, rows in sorted(fitting_rows(cases).items()):
+    every_stack = stack_rows(cases, min_rows=1)
+    by_stack = {key: rows for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS}
+    apart = frozenset(by_stack)
+    fp4 = fp4_rows(cases, apart)
+    for kind, rows in sorted(fitting_rows(cases, apart).items()):
         eff = fit_fp4_factor(fit_rows(rows), fp4.get(kind, []))
         fitted_stacks = []
         for (stack_kind, stack), srows in sorted(by_stack.items()):
             if stack_kind == kind:
                 seff = fit_stack(eff, srows)
                 fitted_stacks.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
+        too_few = tuple((stack, len(srows)) for (k, stack), srows in sorted(every_stack.items()) if k == kind and (k, stack) not in apart)
         fits[kind] = KindFit(kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows), *_spread(eff, rows),
-                             fp4_rows=tuple(r.case.id for r in fp4.get(kind, [])), stacks=tuple(fitted_stacks))
+                             fp4_rows=tuple(r.case.id for r in fp4.get(kind, [])), stacks=tuple(fitted_stacks), stacks_too_small=too_few)
     return fits
 
 
@@ -217,7 +230,9 @@ def _spread(eff: Efficiency, rows: list[PreparedCase]) -> tuple[float, float]:
 
 def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[Outcome]:
     """Each fitted row (of any step) predicted by parameters fitted without any row of its source."""
-    base, fp4, by_stack = fitting_rows(cases), fp4_rows(cases), stack_rows(cases)
+    by_stack = stack_rows(cases)
+    apart = frozenset(by_stack)
+    base, fp4 = fitting_rows(cases, apart), fp4_rows(cases, apart)
     fitted = {kind: _unique(rows + fp4.get(kind, []) + [r for (k, _), srows in by_stack.items() if k == kind for r in srows])
               for kind, rows in base.items()}
     folds = [(kind, source) for kind, rows in fitted.items() for source in sorted({r.case.source for r in rows})]

@@ -18,7 +18,7 @@ from tokenfleet.catalog.models import ModelSpec, get_model
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.auto import auto_deployment, layout
 from tokenfleet.perf.deployment import Deployment
-from tokenfleet.perf.efficiency import calibration_for
+from tokenfleet.perf.efficiency import calibration_for, fitted_stacks
 from tokenfleet.perf.memory import plan_memory
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
@@ -299,14 +299,15 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     if isinstance(prepared, Outcome):
         return prepared
     family = prepared.chip.family
+    given = (efficiency or {}).get(family)
     try:
-        value, described = prepared.predict_with_layout((efficiency or {}).get(family))
+        value, described = prepared.predict_with_layout(given)
         beyond = prepared.beyond_roofline()
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
     mean_prompt = dataset_prompt_tokens(case)
     notes = [f"lengths: drawn from the MLPerf dataset's distribution (mean prompt {mean_prompt} tokens)"] if mean_prompt else []
-    if prepared.stack:
+    if prepared.stack and given is None and prepared.chip.kind in fitted_stacks().get(prepared.stack, []):
         notes.append(f"efficiency: the {prepared.stack} stack's own fit (validation/data/stacks.yaml)")
     if beyond:
         notes.append("measured beats this deployment's roofline: implies speculative decoding, lower precision or more chips than assumed")
