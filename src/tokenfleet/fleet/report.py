@@ -150,6 +150,12 @@ def _f(x: Any, digits: int = 3) -> str:
     return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.{digits}g}"
 
 
+def percent(share: float) -> str:
+    """A share as a percentage: whole percent from 10% up, one decimal below (a replica taking 0.4%
+    of a class must not read as 0%)."""
+    return f"{share:.0%}" if share >= 0.1 or share == 0 else f"{share:.1%}"
+
+
 def class_table(result: dict[str, Any]) -> Table:
     t = Table(title=f"{result['plan']}: traffic classes (verified)", title_justify="left")
     for col in ("class", "deployment", "replicas", "chips", "share", "req/s", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "good", "$/Mtok", "J/tok"):
@@ -157,7 +163,7 @@ def class_table(result: dict[str, Any]) -> Table:
     for c in result["classes"]:
         for r in c["rows"]:
             shared = f" [dim](shared with {', '.join(r['shared_with'])})[/]" if r["shared_with"] else ""
-            t.add_row(c["name"], escape(r["deployment"]) + shared, str(r["replicas"]), str(r["chips"]), f"{r['traffic_share']:.0%}", _f(r["rate_per_s"]),
+            t.add_row(c["name"], escape(r["deployment"]) + shared, str(r["replicas"]), str(r["chips"]), percent(r["traffic_share"]), _f(r["rate_per_s"]),
                       f"{_f(r['p50_ttft_ms'])} / {_f(r['p99_ttft_ms'])}", f"{_f(r['p50_tpot_ms'])} / {_f(r['p99_tpot_ms'])}",
                       f"{r['good_fraction']:.3f}", _f(r["usd_per_mtok"]), _f(r["joules_per_token"]))
     return t
@@ -171,8 +177,8 @@ def fleet_table(result: dict[str, Any]) -> Table:
         t.add_column(col, justify="left" if col == "hardware" else "right")
     for name, fam in f["families"].items():
         kinds = ", ".join(f"{n} x {chip}" for chip, n in f["chips_by_chip"].items() if family_of(chip) == name)
-        t.add_row(f"{name}" + (f" ({kinds})" if kinds else ""), f"{fam['chips']:.0f}", f"{fam['chip_share']:.0%}", f"{fam['cost_share']:.0%}",
-                  f"{fam['token_share']:.0%}", f"{fam['usd_per_hour']:,.2f}")
+        t.add_row(f"{name}" + (f" ({kinds})" if kinds else ""), f"{fam['chips']:.0f}", percent(fam["chip_share"]), percent(fam["cost_share"]),
+                  percent(fam["token_share"]), f"{fam['usd_per_hour']:,.2f}")
     return t
 
 
