@@ -83,3 +83,17 @@ def test_a_stack_with_too_few_runs_is_not_fitted_apart_and_its_rows_stay_its_kin
     fits = calibrate(runs)
     assert fits["amd"].rows == ("T0", "T1")
     assert fits["amd"].stacks == () and fits["amd"].stacks_too_small == (("mlperf", 2),)
+
+
+def test_leaving_one_source_out_predicts_its_rows_with_a_fit_that_never_saw_them_on_any_number_of_processes() -> None:
+    from tokenfleet.validation.calibrate import leave_one_source_out
+
+    cases = [c for c in read_cases(builtin_cases_path()) if c.id in ("GT131", "GT132", "GT135", "GT162", "GT164", "GT166")]
+    rows = fitting_rows(cases)["nvidia"]
+    held_out = leave_one_source_out(cases)
+    assert sorted(o.case.id for o in held_out) == sorted(r.case.id for r in rows)
+    for outcome in held_out:
+        others = [r for r in rows if r.case.source != outcome.case.source]
+        row = next(r for r in rows if r.case.id == outcome.case.id)
+        assert outcome.predicted == row.predict(fit_rows(others))
+    assert [o.predicted for o in leave_one_source_out(cases, workers=2)] == [o.predicted for o in held_out]

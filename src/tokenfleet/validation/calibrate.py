@@ -21,8 +21,11 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import multiprocessing
+import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -228,26 +231,62 @@ def _spread(eff: Efficiency, rows: list[PreparedCase]) -> tuple[float, float]:
     return float(np.quantile(np.abs(np.log(predicted / measured)), 0.8)), float(np.mean(np.abs(predicted / measured - 1)))
 
 
-def leave_one_source_out(cases: list[Case], track: Track | None = None) -> list[Outcome]:
-    """Each fitted row (of any step) predicted by parameters fitted without any row of its source."""
+def leave_one_source_out(cases: list[Case], track: Track | None = None, workers: int = 1) -> list[Outcome]:
+    """Each fitted row (of any step) predicted by parameters fitted without any row of its source;
+    the folds run on `workers` processes (a fold whose fit goes through the simulator takes minutes)."""
     by_stack = stack_rows(cases)
     apart = frozenset(by_stack)
     base, fp4 = fitting_rows(cases, apart), fp4_rows(cases, apart)
-    fitted = {kind: _unique(rows + fp4.get(kind, []) + [r for (k, _), srows in by_stack.items() if k == kind for r in srows])
-              for kind, rows in base.items()}
-    folds = [(kind, source) for kind, rows in fitted.items() for source in sorted({r.case.source for r in rows})]
-    outcomes: list[Outcome] = []
-    for kind, source in (track(folds, "leave one source out") if track else folds):
-        held = [r for r in fitted[kind] if r.case.source == source]
-        eff = fit_rows([r for r in base[kind] if r.case.source != source])
-        if any(runs_fp4(r) for r in held):
-            eff = fit_fp4_factor(eff, [r for r in fp4.get(kind, []) if r.case.source != source])
-        for stack in sorted({r.stack for r in held}):
-            srows = [r for r in by_stack.get((kind, stack), []) if r.case.source != source] if stack else []
-            eff_here = fit_stack(eff, srows) if stack else eff
-            outcomes += [Outcome(r.case, r.chip.family, r.predict(eff_here), deployment=r.deployment.describe())
-                         for r in held if r.stack == stack]
-    return outcomes
+    folds = []
+    for kind, rows in base.items():
+        stacked = {stack: srows for (k, stack), srows in by_stack.items() if k == kind}
+        fitted = _unique(rows + fp4.get(kind, []) + [r for srows in stacked.values() for r in srows])
+        for source in sorted({r.case.source for r in fitted}):
+            folds.append(Fold(source, rows, fp4.get(kind, []), stacked, [r for r in fitted if r.case.source == source]))
+    done: list[list[Outcome]] = [[] for _ in folds]
+    finished = _folds_as_finished(folds, workers)
+    for _ in (track(range(len(folds)), "leave one source out") if track else range(len(folds))):
+        i, outcomes = next(finished)
+        done[i] = outcomes
+    return [o for outcomes in done for o in outcomes]
+
+
+@dataclass(frozen=True)
+class Fold:
+    """One kind's fit without one source, and that source's fitted rows to predict with it."""
+
+    source: str
+    base: list[PreparedCase]
+    fp4: list[PreparedCase]
+    stacks: dict[str, list[PreparedCase]]
+    held: list[PreparedCase]
+
+    def outcomes(self) -> list[Outcome]:
+        def kept(rows: list[PreparedCase]) -> list[PreparedCase]:
+            return [r for r in rows if r.case.source != self.source]
+
+        eff = fit_rows(kept(self.base))
+        if any(runs_fp4(r) for r in self.held):
+            eff = fit_fp4_factor(eff, kept(self.fp4))
+        out = []
+        for stack in sorted({r.stack for r in self.held}):
+            # a stack with too few rows left (or none fitted apart) is predicted with the kind's fit
+            eff_here = fit_stack(eff, kept(self.stacks.get(stack, []))) if stack else eff
+            out += [Outcome(r.case, r.chip.family, r.predict(eff_here), deployment=r.deployment.describe())
+                    for r in self.held if r.stack == stack]
+        return out
+
+
+def _folds_as_finished(folds: list[Fold], workers: int) -> Iterator[tuple[int, list[Outcome]]]:
+    if workers <= 1 or len(folds) <= 1:
+        for i, fold in enumerate(folds):
+            yield i, fold.outcomes()
+        return
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(folds)), mp_context=context) as pool:
+        futures = {pool.submit(Fold.outcomes, fold): i for i, fold in enumerate(folds)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
 
 
 def _unique(rows: list[PreparedCase]) -> list[PreparedCase]:

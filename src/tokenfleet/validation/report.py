@@ -91,10 +91,12 @@ def no_progress(items: Sequence[T], description: str) -> Iterable[T]:
 
 def validation_report(cases_path: Path, loso: bool = False, track: Track = no_progress, workers: int | None = None) -> ValidationReport:
     """Every row predicted (and with `loso`, refitted without its source); `track` wraps each
-    long loop, e.g. in a progress bar; served rows run on `workers` processes (default: all cores)."""
+    long loop, e.g. in a progress bar; served rows and refits run on `workers` processes (default:
+    all cores)."""
     cases = read_cases(cases_path)
     outcomes: list[Outcome | None] = [None] * len(cases)
-    finished = _predicted_as_finished(cases, workers or os.cpu_count() or 1)
+    workers = workers or os.cpu_count() or 1
+    finished = _predicted_as_finished(cases, workers)
     for _ in track(range(len(cases)), "predicting rows"):
         i, outcome = next(finished)
         outcomes[i] = outcome
@@ -102,7 +104,7 @@ def validation_report(cases_path: Path, loso: bool = False, track: Track = no_pr
     if loso:
         from tokenfleet.validation.calibrate import leave_one_source_out
 
-        report.loso = leave_one_source_out(cases, track)
+        report.loso = leave_one_source_out(cases, track, workers)
     return report
 
 
