@@ -2,6 +2,7 @@ import dataclasses
 
 import pytest
 
+from tokenfleet.errors import TokenfleetError
 from tokenfleet.validation.cases import Outcome, builtin_cases_path, predict_case, read_cases
 from tokenfleet.validation.report import ValidationReport, validation_report
 
@@ -258,3 +259,21 @@ def test_a_server_row_runs_the_layout_with_the_highest_rate_within_its_limits() 
     tight = dataclasses.replace(offline, slo=(("p99_ttft_ms", "<=2000"), ("p99_tpot_ms", "<=6")))
     assert run_served(model, chip, Layout(tp1, 2), tight, None, "server")["output_throughput"] == 0.0
     assert best_layout(model, chip, layouts, tight, None) == Layout(tp2)
+
+
+def test_the_error_can_be_grouped_by_any_row_field_such_as_the_software_that_ran(tmp_path) -> None:
+    lines = builtin_cases_path().read_text().splitlines()
+    small = tmp_path / "cases.csv"
+    ids = ("GT162,", "GT164,", "GT131,", "GT166,", "GT240,")  # Argonne vLLM rows, one TensorRT-LLM row, a claim
+    small.write_text("\n".join([lines[0], *[ln for i in ids for ln in lines if ln.startswith(i)]]) + "\n")
+    report = validation_report(small)
+    by_software = report.mape_by("software")
+    counted = [o for o in report.outcomes if o.case.counted]
+    assert sum(cell["rows"] for cell in by_software.values()) == len(counted) == 4  # the claim is left out
+    for key, cell in by_software.items():
+        errors = [o.error for o in counted if f"{o.family}: {o.case.software}" == key]
+        assert cell == {"mape": sum(errors) / len(errors), "rows": len(errors)}
+    report.by = "software"
+    assert report.as_dict()["summary"]["mape_by_software"] == by_software
+    with pytest.raises(TokenfleetError, match="not a row field"):
+        report.mape_by("colour")

@@ -183,13 +183,17 @@ def validate(
     json_out: JsonOpt = False,
     loso: Annotated[bool, typer.Option("--loso", help="also show leave-one-source-out error")] = False,
     workers: WorkersOpt = None,
+    by: Annotated[str | None, typer.Option("--by", help="also MAPE per family and row field: hardware, model, software, source, scenario, metric, trust")] = None,
 ) -> None:
     """Measured vs predicted for every row, and MAPE per hardware family and metric."""
-    from tokenfleet.validation.report import validation_report
+    from tokenfleet.validation.report import check_group_field, validation_report
 
     if workers is not None and workers < 1:
         raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
+    if by is not None:
+        check_group_field(by)
     report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track, workers=workers)
+    report.by = by
     if json_out:
         emit_json(report.as_dict())
     else:

@@ -146,6 +146,18 @@ def print_validation(console: Console, report: ValidationReport) -> None:
                   "fit" if o.case.id in fitted else "", measured, pred, err)
     console.print(t)
     console.print(mape_table(report))
+    if report.by:
+        console.print(mape_by_table(report, report.by))
+
+
+def mape_by_table(report: ValidationReport, by: str) -> Table:
+    t = Table(title=f"MAPE by hardware family and {by} (counted rows)")
+    for col in ("family", by, "rows", "MAPE"):
+        t.add_column(col, overflow="fold", justify="right" if col in ("rows", "MAPE") else "left")
+    for key, cell in report.mape_by(by).items():
+        family, value = key.split(": ", 1)
+        t.add_row(family, value, str(cell["rows"]), f"{cell['mape']:.1%}")
+    return t
 
 
 def mape_table(report: ValidationReport) -> Table:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.efficiency import load_efficiency
 from tokenfleet.validation.cases import (
     SERVED_SCENARIOS,
@@ -22,14 +23,32 @@ from tokenfleet.validation.cases import (
 )
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
+#: Row fields `validate --by` can group the error by (e.g. software: the rows disagree by stack).
+GROUP_FIELDS = ("hardware", "model", "software", "source", "scenario", "metric", "trust")
 
 T = TypeVar("T")
+
+
+def check_group_field(by: str) -> None:
+    """A field `validate --by` can group by; else one line naming the ones it can."""
+    if by not in GROUP_FIELDS:
+        raise TokenfleetError(f"--by {by!r} is not a row field to group by; choose one of {', '.join(GROUP_FIELDS)}")
 
 
 @dataclass
 class ValidationReport:
     outcomes: list[Outcome]
     loso: list[Outcome] = field(default_factory=list)
+    by: str | None = None  # a GROUP_FIELDS field: MAPE per family and value of it as well
+
+    def mape_by(self, by: str) -> dict[str, dict[str, Any]]:
+        """MAPE and row count of the counted rows per family and value of the row field `by`."""
+        check_group_field(by)
+        groups: dict[str, list[float]] = defaultdict(list)
+        for o in self.outcomes:
+            if o.error is not None and o.case.counted:
+                groups[f"{o.family}: {getattr(o.case, by) or '(blank)'}"].append(o.error)
+        return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
 
     @staticmethod
     def mape_table(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
@@ -76,6 +95,8 @@ class ValidationReport:
         }
         if self.loso:
             summary["leave_one_source_out_mape"] = self.mape_table(self.loso)
+        if self.by:
+            summary[f"mape_by_{self.by}"] = self.mape_by(self.by)
         return {"rows": rows, "summary": summary}
 
 
