@@ -97,3 +97,18 @@ def test_leaving_one_source_out_predicts_its_rows_with_a_fit_that_never_saw_them
         row = next(r for r in rows if r.case.id == outcome.case.id)
         assert outcome.predicted == row.predict(fit_rows(others))
     assert [o.predicted for o in leave_one_source_out(cases, workers=2)] == [o.predicted for o in held_out]
+
+
+def test_kinds_are_fitted_alike_on_one_process_or_several_and_the_loop_shows_progress() -> None:
+    from tokenfleet.validation.calibrate import calibrate
+
+    cases = [c for c in read_cases(builtin_cases_path()) if c.id in ("GT162", "GT164", "GT166", "GT174", "GT175", "GT177")]
+    seen: list[tuple[str, int]] = []
+
+    def track(items, description):  # type: ignore[no-untyped-def]
+        seen.append((description, len(items)))
+        return items
+
+    one = calibrate(cases, track)
+    assert sorted(one) == ["amd", "nvidia"] and seen == [("fitting kinds", 2)]
+    assert calibrate(cases, workers=2) == one

@@ -205,6 +205,7 @@ def calibrate(
     cases: CasesOpt = None,
     write: Annotated[bool, typer.Option("--write", help="store the fit in the package's efficiency.yaml (maintainers)")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="write the fit to this file; use it with --efficiency or $TOKENFLEET_EFFICIENCY")] = None,
+    workers: WorkersOpt = None,
 ) -> None:
     """Fit the efficiency parameters of each hardware family on the calibration rows (your own
     measurements in the same CSV schema fit your own stack)."""
@@ -212,8 +213,10 @@ def calibrate(
     from tokenfleet.validation.calibrate import calibrate as fit
     from tokenfleet.validation.cases import read_cases
 
+    if workers is not None and workers < 1:
+        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
     cases = _cases_path(cases)
-    fits = fit(read_cases(cases))
+    fits = fit(read_cases(cases), tables.progress_track, workers or os.cpu_count() or 1)
     if not fits:
         raise TokenfleetError(f"{cases}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
     for f in fits.values():

@@ -21,11 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import multiprocessing
-import os
 from collections import defaultdict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
@@ -44,6 +41,7 @@ from tokenfleet.validation.cases import (
     Track,
     prepare_case,
 )
+from tokenfleet.validation.parallel import as_finished
 
 PARAMS = ("mem_eff", "compute_eff", "layer_overhead_s", "moe_layer_overhead_s", "step_overhead_s")
 LOWER = np.array([0.30, 0.15, 0.0, 0.0, 0.0])
@@ -205,23 +203,43 @@ def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
                     lambda x: np.log(x / base.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH)
 
 
-def calibrate(cases: list[Case]) -> dict[str, KindFit]:
-    fits = {}
+def calibrate(cases: list[Case], track: Track | None = None, workers: int = 1) -> dict[str, KindFit]:
+    """Each kind's fit (see the module docstring); the kinds are fitted on `workers` processes,
+    `track` wrapping the loop over them (e.g. a progress bar)."""
     every_stack = stack_rows(cases, min_rows=1)
     by_stack = {key: rows for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS}
     apart = frozenset(by_stack)
     fp4 = fp4_rows(cases, apart)
-    for kind, rows in sorted(fitting_rows(cases, apart).items()):
-        eff = fit_fp4_factor(fit_rows(rows), fp4.get(kind, []))
-        fitted_stacks = []
-        for (stack_kind, stack), srows in sorted(by_stack.items()):
-            if stack_kind == kind:
-                seff = fit_stack(eff, srows)
-                fitted_stacks.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
-        too_few = tuple((stack, len(srows)) for (k, stack), srows in sorted(every_stack.items()) if k == kind and (k, stack) not in apart)
-        fits[kind] = KindFit(kind, rows[0].chip.family, eff, tuple(r.case.id for r in rows), *_spread(eff, rows),
-                             fp4_rows=tuple(r.case.id for r in fp4.get(kind, [])), stacks=tuple(fitted_stacks), stacks_too_small=too_few)
-    return fits
+    jobs = [KindJob(kind, rows, fp4.get(kind, []), {stack: srows for (k, stack), srows in sorted(by_stack.items()) if k == kind},
+                    tuple((stack, len(srows)) for (k, stack), srows in sorted(every_stack.items()) if k == kind and (k, stack) not in apart))
+            for kind, rows in sorted(fitting_rows(cases, apart).items())]
+    fits: list[KindFit | None] = [None] * len(jobs)
+    finished = as_finished(KindJob.fit, jobs, workers)
+    for _ in (track(range(len(jobs)), "fitting kinds") if track else range(len(jobs))):
+        i, fit = next(finished)
+        fits[i] = fit
+    return {f.kind: f for f in fits if f is not None}
+
+
+@dataclass(frozen=True)
+class KindJob:
+    """What one kind's fit needs: its own rows, its FP4 runs, its stacks' runs (fitted apart), and
+    the stacks with too few runs to fit apart, with their count."""
+
+    kind: str
+    rows: list[PreparedCase]
+    fp4: list[PreparedCase]
+    stacks: dict[str, list[PreparedCase]]
+    too_few: tuple[tuple[str, int], ...]
+
+    def fit(self) -> KindFit:
+        eff = fit_fp4_factor(fit_rows(self.rows), self.fp4)
+        stack_fits = []
+        for stack, srows in self.stacks.items():
+            seff = fit_stack(eff, srows)
+            stack_fits.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
+        return KindFit(self.kind, self.rows[0].chip.family, eff, tuple(r.case.id for r in self.rows), *_spread(eff, self.rows),
+                       fp4_rows=tuple(r.case.id for r in self.fp4), stacks=tuple(stack_fits), stacks_too_small=self.too_few)
 
 
 def _spread(eff: Efficiency, rows: list[PreparedCase]) -> tuple[float, float]:
@@ -244,7 +262,7 @@ def leave_one_source_out(cases: list[Case], track: Track | None = None, workers:
         for source in sorted({r.case.source for r in fitted}):
             folds.append(Fold(source, rows, fp4.get(kind, []), stacked, [r for r in fitted if r.case.source == source]))
     done: list[list[Outcome]] = [[] for _ in folds]
-    finished = _folds_as_finished(folds, workers)
+    finished = as_finished(Fold.outcomes, folds, workers)
     for _ in (track(range(len(folds)), "leave one source out") if track else range(len(folds))):
         i, outcomes = next(finished)
         done[i] = outcomes
@@ -275,18 +293,6 @@ class Fold:
             out += [Outcome(r.case, r.chip.family, r.predict(eff_here), deployment=r.deployment.describe())
                     for r in self.held if r.stack == stack]
         return out
-
-
-def _folds_as_finished(folds: list[Fold], workers: int) -> Iterator[tuple[int, list[Outcome]]]:
-    if workers <= 1 or len(folds) <= 1:
-        for i, fold in enumerate(folds):
-            yield i, fold.outcomes()
-        return
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(folds)), mp_context=context) as pool:
-        futures = {pool.submit(Fold.outcomes, fold): i for i, fold in enumerate(folds)}
-        for future in as_completed(futures):
-            yield futures[future], future.result()
 
 
 def _unique(rows: list[PreparedCase]) -> list[PreparedCase]:

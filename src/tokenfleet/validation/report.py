@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -21,6 +19,7 @@ from tokenfleet.validation.cases import (
     predict_case,
     read_cases,
 )
+from tokenfleet.validation.parallel import as_finished
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
 #: Row fields `validate --by` can group the error by (e.g. software: the rows disagree by stack).
@@ -140,17 +139,10 @@ def _predicted_as_finished(cases: list[Case], workers: int) -> Iterator[tuple[in
             groups[(case.model, case.hardware, case.num_chips)].append(i)
         else:
             yield i, predict_case(case)
-    if workers <= 1 or len(groups) <= 1:
-        for rows in groups.values():
-            yield from zip(rows, _predict_rows([cases[i] for i in rows]), strict=True)
-        return
-    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
-    with ProcessPoolExecutor(max_workers=min(workers, len(groups)), mp_context=context) as pool:
-        # longest first (more rows, more chips: more simulation), so no worker is left with a long one at the end
-        order = sorted(groups.values(), key=lambda rows: -len(rows))
-        futures = {pool.submit(_predict_rows, [cases[i] for i in rows]): rows for rows in order}
-        for future in as_completed(futures):
-            yield from zip(futures[future], future.result(), strict=True)
+    # longest first (more rows, more chips: more simulation), so no worker is left with a long one at the end
+    order = sorted(groups.values(), key=lambda rows: -len(rows))
+    for g, outcomes in as_finished(_predict_rows, [[cases[i] for i in rows] for rows in order], workers):
+        yield from zip(order[g], outcomes, strict=True)
 
 
 def _predict_rows(cases: list[Case]) -> list[Outcome]:

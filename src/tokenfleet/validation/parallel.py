@@ -1,0 +1,28 @@
+"""Independent jobs of validation and calibration (a row's simulation, a kind's fit, a fold of
+leave-one-source-out) on worker processes, results handed back as they finish."""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
+
+
+def as_finished(job: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[tuple[int, R]]:
+    """(index in `items`, job(item)) as each finishes: here, one after another, where `workers` is
+    1 or there is one item; else on up to `workers` fresh processes (forkserver: no inherited
+    threads), submitted in `items`' order, so put the longest first."""
+    if workers <= 1 or len(items) <= 1:
+        for i, item in enumerate(items):
+            yield i, job(item)
+        return
+    context = multiprocessing.get_context("forkserver" if os.name == "posix" else "spawn")
+    with ProcessPoolExecutor(max_workers=min(workers, len(items)), mp_context=context) as pool:
+        futures = {pool.submit(job, item): i for i, item in enumerate(items)}
+        for future in as_completed(futures):
+            yield futures[future], future.result()
