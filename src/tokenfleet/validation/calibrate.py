@@ -41,7 +41,7 @@ from tokenfleet.validation.cases import (
     Track,
     prepare_case,
 )
-from tokenfleet.validation.parallel import as_finished
+from tokenfleet.validation.parallel import in_order
 
 PARAMS = ("mem_eff", "compute_eff", "layer_overhead_s", "moe_layer_overhead_s", "step_overhead_s")
 LOWER = np.array([0.30, 0.15, 0.0, 0.0, 0.0])
@@ -206,19 +206,32 @@ def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
 def calibrate(cases: list[Case], track: Track | None = None, workers: int = 1) -> dict[str, KindFit]:
     """Each kind's fit (see the module docstring); the kinds are fitted on `workers` processes,
     `track` wrapping the loop over them (e.g. a progress bar)."""
-    every_stack = stack_rows(cases, min_rows=1)
-    by_stack = {key: rows for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS}
-    apart = frozenset(by_stack)
-    fp4 = fp4_rows(cases, apart)
-    jobs = [KindJob(kind, rows, fp4.get(kind, []), {stack: srows for (k, stack), srows in sorted(by_stack.items()) if k == kind},
-                    tuple((stack, len(srows)) for (k, stack), srows in sorted(every_stack.items()) if k == kind and (k, stack) not in apart))
-            for kind, rows in sorted(fitting_rows(cases, apart).items())]
-    fits: list[KindFit | None] = [None] * len(jobs)
-    finished = as_finished(KindJob.fit, jobs, workers)
-    for _ in (track(range(len(jobs)), "fitting kinds") if track else range(len(jobs))):
-        i, fit = next(finished)
-        fits[i] = fit
-    return {f.kind: f for f in fits if f is not None}
+    fit = _FitInputs.of(cases)
+    jobs = [KindJob(kind, rows, fit.fp4.get(kind, []), fit.stacks_of(kind), fit.too_few(kind)) for kind, rows in sorted(fit.base.items())]
+    return {f.kind: f for f in in_order(KindJob.fit, jobs, workers, track, "fitting kinds")}
+
+
+@dataclass(frozen=True)
+class _FitInputs:
+    """The prepared rows of every step of a fit: each kind's own (`base`), its FP4 runs, and the
+    saturated runs of each (kind, stack), fitted apart where there are enough (`apart`)."""
+
+    base: dict[str, list[PreparedCase]]
+    fp4: dict[str, list[PreparedCase]]
+    every_stack: dict[tuple[str, str], list[PreparedCase]]
+    apart: Apart
+
+    @classmethod
+    def of(cls, cases: list[Case]) -> _FitInputs:
+        every_stack = stack_rows(cases, min_rows=1)
+        apart = frozenset(key for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS)
+        return cls(fitting_rows(cases, apart), fp4_rows(cases, apart), every_stack, apart)
+
+    def stacks_of(self, kind: str) -> dict[str, list[PreparedCase]]:
+        return {stack: rows for (k, stack), rows in sorted(self.every_stack.items()) if (k, stack) in self.apart and k == kind}
+
+    def too_few(self, kind: str) -> tuple[tuple[str, int], ...]:
+        return tuple((stack, len(rows)) for (k, stack), rows in sorted(self.every_stack.items()) if k == kind and (k, stack) not in self.apart)
 
 
 @dataclass(frozen=True)
@@ -252,21 +265,14 @@ def _spread(eff: Efficiency, rows: list[PreparedCase]) -> tuple[float, float]:
 def leave_one_source_out(cases: list[Case], track: Track | None = None, workers: int = 1) -> list[Outcome]:
     """Each fitted row (of any step) predicted by parameters fitted without any row of its source;
     the folds run on `workers` processes (a fold whose fit goes through the simulator takes minutes)."""
-    by_stack = stack_rows(cases)
-    apart = frozenset(by_stack)
-    base, fp4 = fitting_rows(cases, apart), fp4_rows(cases, apart)
+    fit = _FitInputs.of(cases)
     folds = []
-    for kind, rows in base.items():
-        stacked = {stack: srows for (k, stack), srows in by_stack.items() if k == kind}
-        fitted = _unique(rows + fp4.get(kind, []) + [r for srows in stacked.values() for r in srows])
+    for kind, rows in fit.base.items():
+        stacks = fit.stacks_of(kind)
+        fitted = _unique(rows + fit.fp4.get(kind, []) + [r for srows in stacks.values() for r in srows])
         for source in sorted({r.case.source for r in fitted}):
-            folds.append(Fold(source, rows, fp4.get(kind, []), stacked, [r for r in fitted if r.case.source == source]))
-    done: list[list[Outcome]] = [[] for _ in folds]
-    finished = as_finished(Fold.outcomes, folds, workers)
-    for _ in (track(range(len(folds)), "leave one source out") if track else range(len(folds))):
-        i, outcomes = next(finished)
-        done[i] = outcomes
-    return [o for outcomes in done for o in outcomes]
+            folds.append(Fold(source, rows, fit.fp4.get(kind, []), stacks, [r for r in fitted if r.case.source == source]))
+    return [o for outcomes in in_order(Fold.outcomes, folds, workers, track, "leave one source out") for o in outcomes]
 
 
 @dataclass(frozen=True)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
@@ -26,3 +26,15 @@ def as_finished(job: Callable[[T], R], items: Sequence[T], workers: int) -> Iter
         futures = {pool.submit(job, item): i for i, item in enumerate(items)}
         for future in as_completed(futures):
             yield futures[future], future.result()
+
+
+def in_order(job: Callable[[T], R], items: Sequence[T], workers: int,
+             track: Callable[[Sequence[int], str], Iterable[int]] | None = None, description: str = "") -> list[R]:
+    """[job(item) for item in items], run as `as_finished` runs them; `track` (e.g. a progress bar)
+    wraps the loop over finished jobs."""
+    done: dict[int, R] = {}
+    finished = as_finished(job, items, workers)
+    for _ in track(range(len(items)), description) if track else range(len(items)):
+        i, result = next(finished)
+        done[i] = result
+    return [done[i] for i in range(len(items))]
