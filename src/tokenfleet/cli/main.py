@@ -177,6 +177,13 @@ def _cases_path(cases: Path | None) -> Path:
     return cases if cases is not None else builtin_cases_path()
 
 
+def _workers(workers: int | None) -> int:
+    """`--workers`: a positive count, all cores where not given."""
+    if workers is not None and workers < 1:
+        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
+    return workers or os.cpu_count() or 1
+
+
 @app.command()
 def validate(
     cases: CasesOpt = None,
@@ -188,16 +195,13 @@ def validate(
     """Measured vs predicted for every row, and MAPE per hardware family and metric."""
     from tokenfleet.validation.report import check_group_field, validation_report
 
-    if workers is not None and workers < 1:
-        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
     if by is not None:
         check_group_field(by)
-    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track, workers=workers)
-    report.by = by
+    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track, workers=_workers(workers))
     if json_out:
-        emit_json(report.as_dict())
+        emit_json(report.as_dict(by))
     else:
-        tables.print_validation(console, report)
+        tables.print_validation(console, report, by)
 
 
 @app.command()
@@ -213,10 +217,8 @@ def calibrate(
     from tokenfleet.validation.calibrate import calibrate as fit
     from tokenfleet.validation.cases import read_cases
 
-    if workers is not None and workers < 1:
-        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
     cases = _cases_path(cases)
-    fits = fit(read_cases(cases), tables.progress_track, workers or os.cpu_count() or 1)
+    fits = fit(read_cases(cases), tables.progress_track, _workers(workers))
     if not fits:
         raise TokenfleetError(f"{cases}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
     for f in fits.values():

@@ -132,7 +132,7 @@ def progress_track(items: Sequence[Any], description: str) -> Iterable[Any]:
     return track(items, description=description, console=err, transient=True, disable=not err.is_terminal)
 
 
-def print_validation(console: Console, report: ValidationReport) -> None:
+def print_validation(console: Console, report: ValidationReport, by: str | None = None) -> None:
     fitted = fitted_row_ids()
     t = Table(title="Measured vs predicted (fit: row used in the efficiency fit; ! beats the deployment's roofline)")
     for col in ("id", "hardware", "model", "scenario", "metric", "trust", "fit", "measured", "predicted", "error"):
@@ -146,8 +146,8 @@ def print_validation(console: Console, report: ValidationReport) -> None:
                   "fit" if o.case.id in fitted else "", measured, pred, err)
     console.print(t)
     console.print(mape_table(report))
-    if report.by:
-        console.print(mape_by_table(report, report.by))
+    if by:
+        console.print(mape_by_table(report, by))
 
 
 def mape_by_table(report: ValidationReport, by: str) -> Table:

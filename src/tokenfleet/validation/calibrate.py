@@ -219,19 +219,27 @@ class _FitInputs:
     base: dict[str, list[PreparedCase]]
     fp4: dict[str, list[PreparedCase]]
     every_stack: dict[tuple[str, str], list[PreparedCase]]
-    apart: Apart
 
     @classmethod
     def of(cls, cases: list[Case]) -> _FitInputs:
         every_stack = stack_rows(cases, min_rows=1)
-        apart = frozenset(key for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS)
-        return cls(fitting_rows(cases, apart), fp4_rows(cases, apart), every_stack, apart)
+        apart = _apart(every_stack)
+        return cls(fitting_rows(cases, apart), fp4_rows(cases, apart), every_stack)
+
+    @property
+    def apart(self) -> Apart:
+        return _apart(self.every_stack)
 
     def stacks_of(self, kind: str) -> dict[str, list[PreparedCase]]:
         return {stack: rows for (k, stack), rows in sorted(self.every_stack.items()) if (k, stack) in self.apart and k == kind}
 
     def too_few(self, kind: str) -> tuple[tuple[str, int], ...]:
         return tuple((stack, len(rows)) for (k, stack), rows in sorted(self.every_stack.items()) if k == kind and (k, stack) not in self.apart)
+
+
+def _apart(every_stack: dict[tuple[str, str], list[PreparedCase]]) -> Apart:
+    """The (kind, stack) pairs with enough saturated runs to be fitted apart."""
+    return frozenset(key for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS)
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,6 @@ def check_group_field(by: str) -> None:
 class ValidationReport:
     outcomes: list[Outcome]
     loso: list[Outcome] = field(default_factory=list)
-    by: str | None = None  # a GROUP_FIELDS field: MAPE per family and value of it as well
 
     def mape_by(self, by: str) -> dict[str, dict[str, Any]]:
         """MAPE and row count of the counted rows per family and value of the row field `by`."""
@@ -47,7 +46,7 @@ class ValidationReport:
         for o in self.outcomes:
             if o.error is not None and o.case.counted:
                 groups[f"{o.family}: {getattr(o.case, by) or '(blank)'}"].append(o.error)
-        return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
+        return _mape_cells(groups)
 
     @staticmethod
     def mape_table(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
@@ -61,9 +60,10 @@ class ValidationReport:
             groups[o.family].append(o.error)
             groups[f"{o.family}/{o.case.metric}"].append(o.error)
             groups[f"{o.family}:{path}"].append(o.error)
-        return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
+        return _mape_cells(groups)
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self, by: str | None = None) -> dict[str, Any]:
+        """Rows and summary for machines; with `by` (a GROUP_FIELDS field), MAPE per its values too."""
         fitted = fitted_row_ids()
         rows = [
             {
@@ -94,9 +94,13 @@ class ValidationReport:
         }
         if self.loso:
             summary["leave_one_source_out_mape"] = self.mape_table(self.loso)
-        if self.by:
-            summary[f"mape_by_{self.by}"] = self.mape_by(self.by)
+        if by:
+            summary[f"mape_by_{by}"] = self.mape_by(by)
         return {"rows": rows, "summary": summary}
+
+
+def _mape_cells(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
+    return {k: {"mape": sum(v) / len(v), "rows": len(v)} for k, v in sorted(groups.items())}
 
 
 def fitted_row_ids() -> frozenset[str]:
