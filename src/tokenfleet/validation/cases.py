@@ -26,6 +26,7 @@ from tokenfleet.validation.datasets import mlperf_lengths
 from tokenfleet.validation.served import (
     SERVED_METRICS,
     Layout,
+    ServedCase,
     best_layout,
     run_served,
     served_case,
@@ -257,9 +258,10 @@ class PreparedCase:
         bound = dataclasses.replace(self, chip=free_links(self.chip)).predict(PEAK)
         return self.case.value > bound if self.case.metric in SPEED_METRICS else self.case.value < bound
 
-    def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str]:
-        """The prediction and the layout it ran on (for served rows, possibly data parallel); by
-        default with the fit of the row's own kind and stack, whatever `--stack` says."""
+    def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str, str]:
+        """The prediction, the layout it ran on (for served rows, possibly data parallel) and what
+        the replay chose (a Server row's rate); by default with the fit of the row's own kind and
+        stack, whatever `--stack` says."""
         if efficiency is None:
             efficiency = calibration_for(self.chip, self.stack).efficiency
         if self.case.scenario in SERVED_SCENARIOS:
@@ -269,9 +271,18 @@ class PreparedCase:
                              self.case.software, dataset or "")
             lay = best_layout(self.model, self.chip, served_layouts(self.case, self.model, self.chip, self.work, self.deployment), sc, efficiency)
             summary = run_served(self.model, self.chip, lay, sc, efficiency, self.case.scenario)
-            return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe()
+            return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe(), server_rate_note(summary, sc)
         pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
-        return METRICS[self.case.metric](pred), self.deployment.describe()
+        return METRICS[self.case.metric](pred), self.deployment.describe(), ""
+
+
+def server_rate_note(summary: dict[str, Any], sc: ServedCase) -> str:
+    """Where a Server row searched its own rate: that rate, beside the one the submission ran."""
+    rate = summary.get("offered_rate_per_s")
+    if rate is None:
+        return ""
+    published = f" (the submission's: {sc.target_qps:g})" if sc.target_qps else ""
+    return f"rate: {rate:.3g} req/s, the highest within the p99 limits{published}"
 
 
 def prepare_case(case: Case) -> PreparedCase | Outcome:
@@ -301,12 +312,13 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     family = prepared.chip.family
     given = (efficiency or {}).get(family)
     try:
-        value, described = prepared.predict_with_layout(given)
+        value, described, replay = prepared.predict_with_layout(given)
         beyond = prepared.beyond_roofline()
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
     mean_prompt = dataset_prompt_tokens(case)
     notes = [f"lengths: drawn from the MLPerf dataset's distribution (mean prompt {mean_prompt} tokens)"] if mean_prompt else []
+    notes += [replay] if replay else []
     if prepared.stack and given is None and prepared.chip.kind in fitted_stacks().get(prepared.stack, []):
         notes.append(f"efficiency: the {prepared.stack} stack's own fit (validation/data/stacks.yaml)")
     if beyond:
