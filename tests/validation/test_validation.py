@@ -121,8 +121,7 @@ def test_a_server_row_with_limits_runs_at_its_own_highest_rate_within_them_whate
     below the Offline rate."""
     from tokenfleet.catalog import get_chip, get_model
     from tokenfleet.perf.auto import layout
-    from tokenfleet.validation.cases import server_rate_note
-    from tokenfleet.validation.served import Layout, run_served, served_case
+    from tokenfleet.validation.served import Layout, run_served, served_case, server_rate_note
 
     model, chip = get_model("llama-3.1-8b"), get_chip("h100-sxm")
     lay = Layout(layout(model, chip, 1, weight_precision="fp8", kv_precision="fp8"))

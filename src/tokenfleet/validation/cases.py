@@ -26,10 +26,10 @@ from tokenfleet.validation.datasets import mlperf_lengths
 from tokenfleet.validation.served import (
     SERVED_METRICS,
     Layout,
-    ServedCase,
     best_layout,
     run_served,
     served_case,
+    server_rate_note,
 )
 from tokenfleet.validation.stacks import stack_of
 
@@ -275,14 +275,6 @@ class PreparedCase:
         pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
         return METRICS[self.case.metric](pred), self.deployment.describe(), ""
 
-
-def server_rate_note(summary: dict[str, Any], sc: ServedCase) -> str:
-    """Where a Server row searched its own rate: that rate, beside the one the submission ran."""
-    rate = summary.get("offered_rate_per_s")
-    if rate is None:
-        return ""
-    published = f" (the submission's: {sc.target_qps:g})" if sc.target_qps else ""
-    return f"rate: {rate:.3g} req/s, the highest within the p99 limits{published}"
 
 
 def prepare_case(case: Case) -> PreparedCase | Outcome:

@@ -293,6 +293,14 @@ def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: Ser
     return best if best is not None else {**saturated, "output_throughput": 0.0, "offered_rate_per_s": 0.0}
 
 
+def server_rate_note(summary: dict[str, Any], sc: ServedCase) -> str:
+    """Where a Server row searched its own rate: that rate, beside the one the submission ran."""
+    rate = summary.get("offered_rate_per_s")
+    if rate is None:
+        return ""
+    published = f" (the submission's: {sc.target_qps:g})" if sc.target_qps else ""
+    return f"rate: {rate:.3g} req/s, the highest within the p99 limits{published}"
+
 def server_probe_requests(rate_per_s: float) -> int:
     """Requests for a rate-search probe: arrivals for MLPerf's whole Server run. A shorter probe
     passes rates no server sustains: with a high cap on running sequences an overload shows first
