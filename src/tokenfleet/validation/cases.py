@@ -204,6 +204,7 @@ def free_links(chip: ChipSpec) -> ChipSpec:
             "link_latency_s": Figure(value=0.0, source="roofline bound", date="")}
     return chip.model_copy(update={"figures": {**chip.figures, **free}})
 
+
 SPECULATIVE = ("mtp", "eagle3", "draft")
 #: Scenarios the cost model predicts alone (and calibration fits); the rest go through the simulator.
 COST_MODEL_SCENARIOS = ("static", "per_user")
@@ -274,7 +275,6 @@ class PreparedCase:
             return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe(), server_rate_note(summary, sc)
         pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
         return METRICS[self.case.metric](pred), self.deployment.describe(), ""
-
 
 
 def prepare_case(case: Case) -> PreparedCase | Outcome:

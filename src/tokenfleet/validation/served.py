@@ -301,6 +301,7 @@ def server_rate_note(summary: dict[str, Any], sc: ServedCase) -> str:
     published = f" (the submission's: {sc.target_qps:g})" if sc.target_qps else ""
     return f"rate: {rate:.3g} req/s, the highest within the p99 limits{published}"
 
+
 def server_probe_requests(rate_per_s: float) -> int:
     """Requests for a rate-search probe: arrivals for MLPerf's whole Server run. A shorter probe
     passes rates no server sustains: with a high cap on running sequences an overload shows first
