@@ -167,6 +167,36 @@ def test_an_unpublished_layout_may_run_data_parallel_and_a_published_one_is_kept
     assert [lay.replicas for lay in served_layouts(q.case, q.model, q.chip, q.work, q.deployment)] == [1]
 
 
+def test_a_row_whose_submitter_published_its_engine_runs_that_layout_and_those_caps() -> None:
+    """NVIDIA's MLPerf v5.0 Llama-3.1-405B Server config on 8 B200s: two TP2 x PP2 instances, at
+    most 128 sequences and 1,024 tokens a step; the replay uses exactly that, not its own search."""
+    from tokenfleet.validation.cases import PreparedCase, prepare_case, served_layouts
+    from tokenfleet.validation.datasets import engine_settings
+    from tokenfleet.validation.served import served_case
+
+    cases = {c.id: c for c in read_cases(builtin_cases_path())}
+    p = prepare_case(cases["GT024"])
+    assert isinstance(p, PreparedCase)
+    [lay] = served_layouts(p.case, p.model, p.chip, p.work, p.deployment)
+    assert (lay.deployment.tp, lay.deployment.pp, lay.replicas) == (2, 2, 2)
+    engine = engine_settings("GT024", "b200")
+    assert engine is not None and "llama3_1-405b/Server" in engine.source
+    sc = served_case(p.case.notes, "server", 9000, 685, p.case.software, engine=engine)
+    assert (sc.cfg.max_num_seqs, sc.cfg.max_num_batched_tokens) == (128, 1024)
+    assert engine_settings("GT024", "h100-sxm") is None  # another file reusing the id gets nothing
+
+
+def test_every_published_engine_setting_fits_the_rows_it_names() -> None:
+    from tokenfleet.validation.datasets import _engine_settings
+
+    cases = {c.id: c for c in read_cases(builtin_cases_path())}
+    for row, engine in _engine_settings().items():
+        case = cases[row]
+        assert case.hardware == engine.hardware and case.scenario in ("throughput", "server"), row
+        if engine.tp is not None:
+            assert int(case.num_chips) % (engine.tp * engine.pp) == 0, row
+
+
 def test_data_parallel_replicas_add_up_their_throughput() -> None:
     """Eight single-chip replicas behind the router serve about eight times one replica."""
     from tokenfleet.catalog import get_chip, get_model

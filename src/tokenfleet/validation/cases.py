@@ -22,7 +22,7 @@ from tokenfleet.perf.efficiency import calibration_for, fitted_stacks
 from tokenfleet.perf.memory import plan_memory
 from tokenfleet.perf.predict import Prediction, Workload, predict_static
 from tokenfleet.perf.step import Efficiency
-from tokenfleet.validation.datasets import mlperf_lengths
+from tokenfleet.validation.datasets import engine_settings, mlperf_lengths
 from tokenfleet.validation.served import (
     SERVED_METRICS,
     Layout,
@@ -156,7 +156,11 @@ def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload,
     """A served row on N chips that does not publish its layout may run data parallel: every
     power-of-two replica size (in the same TP/PP layout rule) whose replica holds the model and
     one request's KV, with N / size replicas. MLPerf submissions, for example, run one model
-    instance per GPU or per pair of GPUs where it fits."""
+    instance per GPU or per pair of GPUs where it fits. A layout its submitter published
+    (`data/engine_settings.yaml`) is the only one."""
+    engine = engine_settings(case.id, case.hardware)
+    if engine is not None and engine.tp is not None:
+        return [published_layout(engine.tp, engine.pp, dep)]
     if case.tp or case.num_chips in ("", "auto") or "one instance" in case.notes:
         return [Layout(dep)]
     precisions = {"weight_precision": dep.weight_precision, "kv_precision": dep.kv_precision}
@@ -170,6 +174,14 @@ def served_layouts(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload,
         if plan_memory(model, chip, replica, 1, work.input_tokens + work.output_tokens).fits:
             out.append(Layout(replica, dep.chips // size))
     return out or [Layout(dep)]
+
+
+def published_layout(tp: int, pp: int, dep: Deployment) -> Layout:
+    """Instances of `tp` x `pp` chips filling the row's deployment, as its submitter ran them."""
+    size = tp * pp
+    if dep.chips % size:
+        raise TokenfleetError(f"published instance of {size} chips (tp {tp} x pp {pp}) does not divide the row's {dep.chips} chips")
+    return Layout(Deployment.model_validate({**dep.model_dump(), "chips": size, "tp": tp, "pp": pp, "ep": 1}), dep.chips // size)
 
 
 def workload_for(case: Case) -> Workload:
@@ -269,7 +281,7 @@ class PreparedCase:
             dataset = mlperf_dataset(self.case)
             known = self.case.input_tokens or dataset
             sc = served_case(self.case.notes, self.case.scenario, self.work.input_tokens if known else None, self.work.output_tokens,
-                             self.case.software, dataset or "")
+                             self.case.software, dataset or "", engine_settings(self.case.id, self.case.hardware))
             lay = best_layout(self.model, self.chip, served_layouts(self.case, self.model, self.chip, self.work, self.deployment), sc, efficiency)
             summary = run_served(self.model, self.chip, lay, sc, efficiency, self.case.scenario)
             return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe(), server_rate_note(summary, sc)
@@ -311,6 +323,8 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     mean_prompt = dataset_prompt_tokens(case)
     notes = [f"lengths: drawn from the MLPerf dataset's distribution (mean prompt {mean_prompt} tokens)"] if mean_prompt else []
     notes += [replay] if replay else []
+    if case.scenario in SERVED_SCENARIOS and engine_settings(case.id, case.hardware) is not None:
+        notes.append("engine: the submitter's published settings (validation/data/engine_settings.yaml)")
     if prepared.stack and given is None and prepared.chip.kind in fitted_stacks().get(prepared.stack, []):
         notes.append(f"efficiency: the {prepared.stack} stack's own fit (validation/data/stacks.yaml)")
     if beyond:

@@ -1,5 +1,5 @@
-"""MLPerf reference data the result rows leave out: the datasets' prompt and answer lengths, and
-each benchmark's Server latency limits.
+"""MLPerf reference data the result rows leave out: the datasets' prompt and answer lengths, each
+benchmark's Server latency limits, and the engine settings submitters published beside a result.
 
 MLPerf results give tokens per second and the mean generated tokens per sample, never the prompt
 lengths; a saturated run's throughput depends on them about linearly, and a Server run's p99 TTFT
@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 _DATA = resources.files("tokenfleet.validation").joinpath("data")
 
@@ -67,3 +68,36 @@ def mlperf_server_limits(benchmark: str) -> dict[str, float] | None:
     by the name the rows' notes give it (`llama3.1-405b-interactive`); None for an unknown one."""
     benchmarks: dict[str, dict[str, float]] = yaml.safe_load(_DATA.joinpath("mlperf_slo.yaml").read_text())["benchmarks"]
     return benchmarks.get(benchmark)
+
+
+class EngineSettings(BaseModel):
+    """What a submitter published of the engine a row ran (`data/engine_settings.yaml`): the layout
+    of each model instance and the scheduler's caps; a field left out was not published."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+    rows: tuple[str, ...]
+    hardware: str  # the rows' chip: a row gets these settings only where id and chip both match
+    tp: int | None = Field(default=None, ge=1, description="tensor parallel size of one instance")
+    pp: int = Field(default=1, ge=1, description="pipeline parallel size of one instance (with tp)")
+    max_num_seqs: int | None = Field(default=None, ge=1, description="cap on running sequences per instance")
+    max_num_batched_tokens: int | None = Field(default=None, ge=1, description="token budget per step")
+    source: str
+    inferred: str = ""  # where the source has several configs for the system: why this one
+
+    @model_validator(mode="after")
+    def _budget_holds_every_decode(self) -> EngineSettings:
+        if self.max_num_seqs and self.max_num_batched_tokens and self.max_num_batched_tokens < self.max_num_seqs:
+            raise ValueError(f"rows {list(self.rows)}: max_num_batched_tokens below max_num_seqs")
+        return self
+
+
+@functools.cache
+def _engine_settings() -> dict[str, EngineSettings]:
+    entries = yaml.safe_load(_DATA.joinpath("engine_settings.yaml").read_text())["settings"]
+    return {row: settings for settings in map(EngineSettings.model_validate, entries) for row in settings.rows}
+
+
+def engine_settings(row_id: str, hardware: str) -> EngineSettings | None:
+    """The published engine settings of a row of the shipped cases (by its id and chip), or None."""
+    settings = _engine_settings().get(row_id)
+    return settings if settings is not None and settings.hardware == hardware else None

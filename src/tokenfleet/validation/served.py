@@ -10,6 +10,8 @@ How each scenario is replayed (see the data README for the scenario definitions)
   running sequences.
 * Rows measured with the InferenceX client's random dataset (`range ratio R` in the notes) draw
   each request's lengths as that client does, uniformly from [int(R x nominal), nominal].
+* Rows whose submitter published the engine's configuration (`data/engine_settings.yaml`) run
+  its caps on running sequences and tokens per step, on its instances' layout (cases.py).
 * Rows measured with TensorRT-LLM admit a request only when the KV cache holds its whole output
   (its default GUARANTEED_NO_EVICT capacity policy); other rows grow and preempt as vLLM does.
 * `server`: MLPerf's own procedure. A Server result is the highest Poisson rate a submitter found
@@ -40,7 +42,7 @@ from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.step import Efficiency
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.simulate import simulate
-from tokenfleet.validation.datasets import mlperf_lengths, mlperf_server_limits
+from tokenfleet.validation.datasets import EngineSettings, mlperf_lengths, mlperf_server_limits
 from tokenfleet.workload.lengths import draw_lengths, inferencex_random
 from tokenfleet.workload.traces import Trace
 
@@ -128,17 +130,20 @@ def inferencex_range_ratio(notes: str) -> float:
 
 
 def served_case(notes: str, scenario: str, input_tokens: int | None, output_tokens: int, software: str = "",
-                dataset: str = "") -> ServedCase:
+                dataset: str = "", engine: EngineSettings | None = None) -> ServedCase:
     """A row's replay; a row without a prompt length (published, or for MLPerf rows their dataset's
-    distribution) is not guessed at: a saturated run's throughput depends on it about linearly."""
+    distribution) is not guessed at: a saturated run's throughput depends on it about linearly.
+    Engine settings its submitter published (`engine`) replace the defaults they cover."""
     if not input_tokens:
         raise TokenfleetError("prompt length not published and no dataset estimate: a saturated run cannot be replayed without it")
     prompt = input_tokens
     requests = int(note_value(notes, "num_requests") or note_value(notes, "num_prompts") or DEFAULT_REQUESTS)
-    caps = [c for c in (note_value(notes, "max_num_seqs"), note_value(notes, "max_concurrency")) if c]
+    published = engine.max_num_seqs if engine else None
+    caps = [c for c in (note_value(notes, "max_num_seqs"), note_value(notes, "max_concurrency"), published) if c]
     seqs = int(min(caps)) if caps else SATURATED.max_num_seqs
-    cfg = SATURATED.model_copy(update={"max_num_seqs": seqs, "max_num_batched_tokens": max(SATURATED.max_num_batched_tokens, seqs),
-                                       "reserve_output_kv": "TensorRT-LLM" in software})
+    budget = engine.max_num_batched_tokens if engine and engine.max_num_batched_tokens else max(SATURATED.max_num_batched_tokens, seqs)
+    cfg = SchedulerConfig.model_validate({**SATURATED.model_dump(), "max_num_seqs": seqs, "max_num_batched_tokens": budget,
+                                          "reserve_output_kv": "TensorRT-LLM" in software})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
     return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes), dataset)
