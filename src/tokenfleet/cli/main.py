@@ -177,13 +177,6 @@ def _cases_path(cases: Path | None) -> Path:
     return cases if cases is not None else builtin_cases_path()
 
 
-def _workers(workers: int | None) -> int:
-    """`--workers`: a positive count, all cores where not given."""
-    if workers is not None and workers < 1:
-        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
-    return workers or os.cpu_count() or 1
-
-
 @app.command()
 def validate(
     cases: CasesOpt = None,
@@ -197,7 +190,7 @@ def validate(
 
     if by is not None:
         check_group_field(by)
-    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track, workers=_workers(workers))
+    report = validation_report(_cases_path(cases), loso=loso, track=tables.progress_track, workers=workers)
     if json_out:
         emit_json(report.as_dict(by))
     else:
@@ -218,7 +211,7 @@ def calibrate(
     from tokenfleet.validation.cases import read_cases
 
     cases = _cases_path(cases)
-    fits = fit(read_cases(cases), tables.progress_track, _workers(workers))
+    fits = fit(read_cases(cases), tables.progress_track, workers)
     if not fits:
         raise TokenfleetError(f"{cases}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
     for f in fits.values():

@@ -20,6 +20,7 @@ simulator), the kind's other parameters held; those rows stay out of the kind's 
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -41,7 +42,7 @@ from tokenfleet.validation.cases import (
     Track,
     prepare_case,
 )
-from tokenfleet.validation.parallel import in_order
+from tokenfleet.validation.parallel import in_order, worker_count
 
 PARAMS = ("mem_eff", "compute_eff", "layer_overhead_s", "moe_layer_overhead_s", "step_overhead_s")
 LOWER = np.array([0.30, 0.15, 0.0, 0.0, 0.0])
@@ -203,9 +204,10 @@ def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
                     lambda x: np.log(x / base.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH)
 
 
-def calibrate(cases: list[Case], track: Track | None = None, workers: int = 1) -> dict[str, KindFit]:
-    """Each kind's fit (see the module docstring); the kinds are fitted on `workers` processes,
-    `track` wrapping the loop over them (e.g. a progress bar)."""
+def calibrate(cases: list[Case], track: Track | None = None, workers: int | None = 1) -> dict[str, KindFit]:
+    """Each kind's fit (see the module docstring); the kinds are fitted on `workers` processes
+    (None: all cores), `track` wrapping the loop over them (e.g. a progress bar)."""
+    workers = worker_count(workers)
     fit = _FitInputs.of(cases)
     jobs = [KindJob(kind, rows, fit.fp4.get(kind, []), fit.stacks_of(kind), fit.too_few(kind)) for kind, rows in sorted(fit.base.items())]
     return {f.kind: f for f in in_order(KindJob.fit, jobs, workers, track, "fitting kinds")}
@@ -226,7 +228,7 @@ class _FitInputs:
         apart = _apart(every_stack)
         return cls(fitting_rows(cases, apart), fp4_rows(cases, apart), every_stack)
 
-    @property
+    @functools.cached_property
     def apart(self) -> Apart:
         return _apart(self.every_stack)
 

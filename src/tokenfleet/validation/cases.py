@@ -273,18 +273,21 @@ class PreparedCase:
 
     def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str, str]:
         """The prediction, the layout it ran on (for served rows, possibly data parallel) and what
-        the replay chose (a Server row's rate); by default with the fit of the row's own kind and
-        stack, whatever `--stack` says."""
+        the replay chose or took as published (a Server row's rate, the submitter's engine); by
+        default with the fit of the row's own kind and stack, whatever `--stack` says."""
         if efficiency is None:
             efficiency = calibration_for(self.chip, self.stack).efficiency
         if self.case.scenario in SERVED_SCENARIOS:
             dataset = mlperf_dataset(self.case)
             known = self.case.input_tokens or dataset
+            engine = engine_settings(self.case.id, self.case.hardware)
             sc = served_case(self.case.notes, self.case.scenario, self.work.input_tokens if known else None, self.work.output_tokens,
-                             self.case.software, dataset or "", engine_settings(self.case.id, self.case.hardware))
+                             self.case.software, dataset or "", engine)
             lay = best_layout(self.model, self.chip, served_layouts(self.case, self.model, self.chip, self.work, self.deployment), sc, efficiency)
             summary = run_served(self.model, self.chip, lay, sc, efficiency, self.case.scenario)
-            return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe(), server_rate_note(summary, sc)
+            published = "engine: the submitter's published settings (validation/data/engine_settings.yaml)" if engine else ""
+            replay = "; ".join(note for note in (server_rate_note(summary, sc), published) if note)
+            return float(SERVED_METRICS[self.case.metric](summary, lay.chips)), lay.describe(), replay
         pred = predict_static(self.model, self.chip, self.deployment, self.work, efficiency)
         return METRICS[self.case.metric](pred), self.deployment.describe(), ""
 
@@ -323,8 +326,6 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     mean_prompt = dataset_prompt_tokens(case)
     notes = [f"lengths: drawn from the MLPerf dataset's distribution (mean prompt {mean_prompt} tokens)"] if mean_prompt else []
     notes += [replay] if replay else []
-    if case.scenario in SERVED_SCENARIOS and engine_settings(case.id, case.hardware) is not None:
-        notes.append("engine: the submitter's published settings (validation/data/engine_settings.yaml)")
     if prepared.stack and given is None and prepared.chip.kind in fitted_stacks().get(prepared.stack, []):
         notes.append(f"efficiency: the {prepared.stack} stack's own fit (validation/data/stacks.yaml)")
     if beyond:

@@ -9,8 +9,17 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from typing import TypeVar
 
+from tokenfleet.errors import TokenfleetError
+
 T = TypeVar("T")
 R = TypeVar("R")
+
+
+def worker_count(workers: int | None) -> int:
+    """`--workers`: a positive count, all cores where not given."""
+    if workers is not None and workers < 1:
+        raise TokenfleetError(f"--workers must be a positive integer, got {workers}")
+    return workers or os.cpu_count() or 1
 
 
 def as_finished(job: Callable[[T], R], items: Sequence[T], workers: int) -> Iterator[tuple[int, R]]:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -19,7 +18,7 @@ from tokenfleet.validation.cases import (
     predict_case,
     read_cases,
 )
-from tokenfleet.validation.parallel import as_finished
+from tokenfleet.validation.parallel import as_finished, worker_count
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
 #: Row fields `validate --by` can group the error by (e.g. software: the rows disagree by stack).
@@ -117,9 +116,9 @@ def validation_report(cases_path: Path, loso: bool = False, track: Track = no_pr
     """Every row predicted (and with `loso`, refitted without its source); `track` wraps each
     long loop, e.g. in a progress bar; served rows and refits run on `workers` processes (default:
     all cores)."""
+    workers = worker_count(workers)
     cases = read_cases(cases_path)
     outcomes: list[Outcome | None] = [None] * len(cases)
-    workers = workers or os.cpu_count() or 1
     finished = _predicted_as_finished(cases, workers)
     for _ in track(range(len(cases)), "predicting rows"):
         i, outcome = next(finished)
