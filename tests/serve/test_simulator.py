@@ -230,3 +230,58 @@ def test_a_request_longer_than_the_context_window_is_refused_and_counted_as_vllm
     assert sorted(r["id"] for r in records) == [0, 1, 2]  # every request is accounted for once
     assert [r for r in records if "failed" in r][0]["id"] == 1
     assert summary["goodput_fraction"] == pytest.approx(2 / 3)  # a refused request is not good
+
+
+def test_a_pipeline_stage_takes_micro_batches_in_turn() -> None:
+    """Two stages: a step alone takes its latency; one behind a heavy step leaves the last stage
+    after it; steady identical steps from both micro-batches keep two in flight."""
+    from tokenfleet.serve.replica import Pipeline
+
+    alone = Pipeline(2)
+    assert alone.book(0.0, 4.0) == 4.0
+    heavy_first = Pipeline(2)
+    heavy_first.book(0.0, 8.0)  # stages busy 0-4 and 4-8
+    assert heavy_first.book(0.0, 2.0) == pytest.approx(8.0 + 1.0)  # waits at each stage, leaves after the heavy one
+    steady = Pipeline(2)
+    done = [steady.book(ready, 4.0) + ready for ready in (0.0, 0.0, 4.0, 6.0, 8.0, 10.0)]
+    assert done == pytest.approx([4.0, 6.0, 8.0, 10.0, 12.0, 14.0])  # a step every 2 s: two micro-batches in flight
+
+
+def test_a_decode_in_a_pipeline_waits_for_a_siblings_long_prompt() -> None:
+    """Round robin puts a short request and a 30,000-token prompt on the two micro-batches of a
+    PP2 replica: the short one's decode steps queue behind each prompt chunk at every stage, so it
+    finishes only after the prompt's first token (independent engines would finish it first)."""
+    trace = trace_of([0.0, 0.0], [100, 30_000], [20, 2])
+    buf = io.StringIO()
+    simulate(MODEL, CHIP, deployment(chips=2, pp=2), trace, SchedulerConfig(), requests_out=buf)
+    short, long = sorted((json.loads(line) for line in buf.getvalue().splitlines()), key=lambda r: r["id"])
+    assert short["finish_s"] > long["first_token_s"]
+
+
+@pytest.mark.parametrize(("per_micro_batch", "first_round"), [(False, 4), (True, 8)])
+def test_the_sequence_cap_applies_to_the_replica_or_to_each_micro_batch(per_micro_batch: bool, first_round: int) -> None:
+    """vLLM's max_num_seqs caps a pipelined replica; TensorRT-LLM's max_batch_size caps each of
+    its micro-batches: 8 requests at once on PP2 with a cap of 4 start 4 or all 8 at once."""
+    trace = trace_of([0.0] * 8, [200] * 8, [100] * 8)
+    buf = io.StringIO()
+    cfg = SchedulerConfig(max_num_seqs=4, seqs_per_micro_batch=per_micro_batch)
+    simulate(MODEL, CHIP, deployment(chips=2, pp=2), trace, cfg, requests_out=buf)
+    records = [json.loads(line) for line in buf.getvalue().splitlines()]
+    first_finish = min(r["finish_s"] for r in records)
+    assert sum(r["first_token_s"] < first_finish for r in records) == first_round
+
+
+def test_gpu_pipelines_share_their_stages_and_sram_pipelines_stream() -> None:
+    """A PP replica on GPUs books its micro-batches on shared stages; an SRAM system's pipeline
+    keeps independent micro-batch engines (we assume it streams activations between stages)."""
+    from tokenfleet.perf.auto import auto_deployment
+    from tokenfleet.serve.metrics import Metrics
+    from tokenfleet.serve.simulate import build_engines
+
+    gpu = build_engines(MODEL, CHIP, deployment(chips=2, pp=2), SchedulerConfig(), 1, Metrics(None, None))
+    assert len(gpu) == 2 and gpu[0].pipeline is not None and gpu[0].pipeline is gpu[1].pipeline
+    groq = get_chip("groq-lpu")
+    dep = auto_deployment(MODEL, groq)
+    assert dep.pp > 1
+    sram = build_engines(MODEL, groq, dep, SchedulerConfig(), 1, Metrics(None, None))
+    assert all(e.pipeline is None for e in sram)

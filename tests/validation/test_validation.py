@@ -186,6 +186,21 @@ def test_a_row_whose_submitter_published_its_engine_runs_that_layout_and_those_c
     assert engine_settings("GT024", "h100-sxm") is None  # another file reusing the id gets nothing
 
 
+def test_an_engine_holding_more_sequences_than_a_steps_budget_runs_the_budgets_worth() -> None:
+    """Google's H200 Llama-2-70B Server config: 2,048 running sequences, 1,536 tokens a step.
+    Every running sequence decodes in each of our steps, so the replay runs 1,536 at most; with
+    TensorRT-LLM the cap is per micro-batch (here one: TP1)."""
+    from tokenfleet.validation.datasets import engine_settings
+    from tokenfleet.validation.served import served_case
+
+    engine = engine_settings("GT036", "h200-sxm")
+    assert engine is not None and (engine.max_num_seqs, engine.max_num_batched_tokens) == (2048, 1536)
+    sc = served_case("MLPerf v5.0 closed, llama2-70b Server", "server", 222, 294, "TensorRT-LLM", engine=engine)
+    assert (sc.cfg.max_num_seqs, sc.cfg.max_num_batched_tokens, sc.cfg.seqs_per_micro_batch) == (1536, 1536, True)
+    vllm = served_case("max_concurrency=64", "throughput", 1000, 100, "vLLM 0.10")
+    assert (vllm.cfg.max_num_seqs, vllm.cfg.seqs_per_micro_batch) == (64, False)
+
+
 def test_every_published_engine_setting_fits_the_rows_it_names() -> None:
     from tokenfleet.validation.datasets import _engine_settings
 

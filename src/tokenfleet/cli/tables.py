@@ -164,7 +164,7 @@ def mape_table(report: ValidationReport) -> Table:
     fit = report.mape_table(report.outcomes)
     loso = report.mape_table(report.loso) if report.loso else {}
     t = Table(title="MAPE by hardware family (claims excluded; simulator rows are out of sample except the fitted ones: "
-              "TPU's, and NVIDIA's saturated FP4 runs)")
+              "TPU's, NVIDIA's saturated FP4 runs and AMD's MLPerf runs)")
     held_out = ["leave one source out"] if loso else []
     for col in ["family", "cost model: rows", "MAPE", *held_out, "simulator: rows", "MAPE", *held_out, "all rows", "MAPE"]:
         t.add_column(col)

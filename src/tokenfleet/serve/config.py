@@ -15,6 +15,10 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     max_num_batched_tokens: int = Field(default=8192, ge=1, description="token budget per step; prompts longer than this are chunked")
     max_num_seqs: int = Field(default=256, ge=1, description="cap on sequences running at once")
+    seqs_per_micro_batch: bool = Field(default=False, description=(
+        "apply max_num_seqs to each micro-batch of a pipelined replica, as TensorRT-LLM applies its "
+        "max_batch_size (cpp/tensorrt_llm/batch_manager/trtGptModel.h: running sequences = "
+        "max_batch_size x pp); false: to the replica, its micro-batches sharing it (vLLM)"))
     block_size: int = Field(default=16, ge=1, description="tokens per paged KV block")
     enable_prefix_caching: bool = Field(default=True, description="reuse resident prompt blocks (needs prefix ids in the trace)")
     prefix_block_tokens: int = Field(default=512, ge=1, description="tokens per prefix-hash block in the trace (Mooncake: 512)")
@@ -26,7 +30,8 @@ class SchedulerConfig(BaseModel):
 
     @model_validator(mode="after")
     def _budget_holds_every_decode(self) -> SchedulerConfig:
-        """As in vLLM: every running sequence must be able to decode in the same step."""
+        """As in vLLM: every running sequence must be able to decode in the same step (per
+        micro-batch, with `seqs_per_micro_batch`; else a pipelined replica is held to more)."""
         need = self.max_num_seqs * (self.spec.draft_tokens + 1)
         if self.max_num_batched_tokens < need:
             raise ValueError(f"max_num_batched_tokens ({self.max_num_batched_tokens}) must be at least max_num_seqs x (draft_tokens + 1) = {need}: raise it or lower max_num_seqs")

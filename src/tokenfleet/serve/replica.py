@@ -18,11 +18,35 @@ from tokenfleet.serve.scheduler import KvPool, Scheduler, StepPlan
 VECTORISE_FROM_STEPS = 24
 
 
+class Pipeline:
+    """The stages of a pipelined GPU or TPU replica, shared by its micro-batch engines.
+
+    Each stage works on one micro-batch at a time, in the order they entered the first stage, and
+    hands it on whole: TensorRT-LLM cycles its micro-batch ids and passes a stage's hidden states
+    on after its last layer (cpp/tensorrt_llm/batch_manager/trtGptModelInflightBatching.cpp,
+    `mNumMicroBatches` = pp), so a light step behind a heavy one leaves the last stage only after
+    it. Stages are equal (layers split evenly): a step of latency L spends L/pp on each. Steps are
+    booked in the order they become ready (`simulate` advances a pipeline's engines in step)."""
+
+    def __init__(self, stages: int):
+        self.stages = stages
+        self.first_free_s = 0.0  # when the first stage takes the next micro-batch
+        self.last_out_s = 0.0  # when the last stage released the latest one
+
+    def book(self, ready_s: float, latency_s: float) -> float:
+        """Wall time from `ready_s` until a step of `latency_s` (first stage in to last out) is done."""
+        stage_s = latency_s / self.stages
+        start = max(ready_s, self.first_free_s)
+        done = max(start + latency_s, self.last_out_s + stage_s)
+        self.first_free_s, self.last_out_s = start + stage_s, done
+        return done - ready_s
+
+
 class Replica:
     """An engine (a replica, or one of a pipelined replica's `pp` micro-batch slots)."""
 
-    def __init__(self, cost: StepModel, cfg: SchedulerConfig, pool: KvPool, metrics: Metrics):
-        self.cost, self.cfg, self.metrics, self.pool = cost, cfg, metrics, pool
+    def __init__(self, cost: StepModel, cfg: SchedulerConfig, pool: KvPool, metrics: Metrics, pipeline: Pipeline | None = None):
+        self.cost, self.cfg, self.metrics, self.pool, self.pipeline = cost, cfg, metrics, pool, pipeline
         self.sched = Scheduler(cfg, pool, cost.window, recurrent_state=cost.model.num_linear_layers > 0)
         self.clock = 0.0
         self.busy_s = self.energy_j = self.kv_token_s = 0.0
@@ -45,7 +69,7 @@ class Replica:
         if self.stalled:
             self.clock, self.stalled = max(self.clock, self.pool.last_release_s), False
         while sched.busy and self.clock < t_limit:
-            if sched.decoding and not sched.can_admit() and self._decode_run(t_limit):
+            if sched.decoding and not sched.can_admit() and self.pipeline is None and self._decode_run(t_limit):
                 continue
             plan = sched.schedule()
             if plan.empty:
@@ -53,8 +77,9 @@ class Replica:
                 return
             latency_s, energy_j = self.cost.scalar(*self._shape(plan))
             drafting = self.draft_factor if plan.decodes else 1.0  # a prefill-only step drafts nothing
-            dt = latency_s * drafting
-            self._account(energy_j * drafting, dt)
+            busy = latency_s * drafting
+            dt = self.pipeline.book(self.clock, busy) if self.pipeline else busy
+            self._account(energy_j * drafting, busy, dt)
             self.clock += dt
             if plan.decodes:
                 self.metrics.itl(dt, plan.decodes)
@@ -90,9 +115,10 @@ class Replica:
             self.outstanding_tokens -= req.prompt + req.output
             self.metrics.complete(req)
 
-    def _account(self, energy_j: float, wall_s: float) -> None:
-        """Busy time, energy (drafting included) and token-seconds of KV held."""
-        self.busy_s += wall_s
+    def _account(self, energy_j: float, busy_s: float, wall_s: float) -> None:
+        """Busy time, energy (drafting included) and token-seconds of KV held (over the step's wall
+        time: a pipelined step may wait for the stages)."""
+        self.busy_s += busy_s
         self.energy_j += energy_j
         self.kv_token_s += self.pool.used_tokens * wall_s
 
@@ -141,7 +167,7 @@ class Replica:
             kv, kv_w = s.ctx_sum, self._decode_window_ctx()
             latency_s, energy_j = self.cost.scalar(n, n * s.t, kv, kv_w, s.t * kv - n * t_pairs, s.t * kv_w - s.in_window * t_pairs)
             dt = latency_s * self.draft_factor
-            self._account(energy_j * self.draft_factor, dt)
+            self._account(energy_j * self.draft_factor, dt, dt)
             self.clock += dt
             self.metrics.itl(dt, n)
         return k

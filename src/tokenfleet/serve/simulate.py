@@ -20,7 +20,7 @@ from tokenfleet.perf.memory import require_fit
 from tokenfleet.perf.step import Efficiency, StepModel, idle_power_w
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import Metrics
-from tokenfleet.serve.replica import Replica, raise_too_long
+from tokenfleet.serve.replica import Pipeline, Replica, raise_too_long
 from tokenfleet.serve.request import Request
 from tokenfleet.serve.router import get_router
 from tokenfleet.serve.scheduler import KvPool
@@ -34,14 +34,20 @@ class SimulationResult:
 
 def build_engines(model: ModelSpec, chip: ChipSpec, dep: Deployment, cfg: SchedulerConfig, replicas: int,
                   metrics: Metrics, eff: Efficiency | None = None, kv_blocks: int | None = None) -> list[Replica]:
-    """`replicas` x `pp` engines: a pipelined replica keeps `pp` micro-batches in flight and its
-    engines share the replica's KV cache (`kv_blocks` caps it, for experiments)."""
+    """`replicas` x `pp` engines: a pipelined replica keeps `pp` micro-batches in flight, whose
+    engines share the replica's KV cache (`kv_blocks` caps it, for experiments) and, on GPUs and
+    TPUs, its stages (`Pipeline`)."""
     cost = StepModel(model, chip, dep, eff or calibration_for(chip).efficiency)
     require_fit(cost.memory, dep, chip)
     blocks = int(cost.memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
-    per_engine = cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
+    per_engine = cfg if cfg.seqs_per_micro_batch else cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
     pools = [KvPool(blocks * cfg.block_size, cfg.block_size, cost.memory.state_tokens_per_seq) for _ in range(replicas)]
-    return [Replica(cost, per_engine, pools[i // dep.pp], metrics) for i in range(replicas * dep.pp)]
+    # SRAM systems are dataflow machines that (we assume) stream activations between stages rather
+    # than hand micro-batches on whole: their micro-batch engines stay independent, their stage
+    # contention not modelled (README, "What is still wrong")
+    staged = dep.pp > 1 and chip.family != "sram"
+    pipelines = [Pipeline(dep.pp) if staged else None for _ in range(replicas)]
+    return [Replica(cost, per_engine, pools[i // dep.pp], metrics, pipelines[i // dep.pp]) for i in range(replicas * dep.pp)]
 
 
 def simulate(
@@ -71,26 +77,52 @@ def simulate(
         if i in too_long:
             metrics.refuse(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), f"exceeds {model.name}'s {model.max_context_tokens}-token context")
             continue
-        for e in engines:
-            e.run_until(t)
+        advance(engines, t, dep.pp)
         req = Request(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), blocks[i] if blocks else ())
         if kv_resident is not None and kv_resident[i]:
             req.with_resident_kv()
         engines[route(req, engines, i)].add(req)
         if progress is not None and i % 1024 == 0:
             progress(i, len(trace))
-    _drain(engines)
+    _drain(engines, dep.pp)
     return SimulationResult(_summary(metrics, engines, chip, dep, replicas))
 
 
-def _drain(engines: list[Replica]) -> None:
+def advance(engines: list[Replica], t: float, pp: int) -> None:
+    """Every engine run until its clock passes `t`; the `pp` engines of a pipeline with shared
+    stages in step, so that its stages take their micro-batches in the order they become ready."""
+    if pp == 1 or engines[0].pipeline is None:
+        for e in engines:
+            e.run_until(t)
+        return
+    for first in range(0, len(engines), pp):
+        _advance_pipeline(engines[first:first + pp], t)
+
+
+def _advance_pipeline(siblings: list[Replica], t: float) -> None:
+    """One step at a time for the sibling furthest behind; one stalled on the shared KV cache waits
+    until another moves."""
+    waiting: set[int] = set()
+    while True:
+        live = [i for i, e in enumerate(siblings) if e.sched.busy and e.clock < t and i not in waiting]
+        if not live:
+            return
+        i = min(live, key=lambda j: siblings[j].clock)
+        e = siblings[i]
+        e.run_until(min(t, math.nextafter(e.clock, math.inf)))
+        if e.stalled:
+            waiting.add(i)
+        else:
+            waiting.clear()
+
+
+def _drain(engines: list[Replica], pp: int) -> None:
     """Run every engine to completion; pipeline siblings stalled on a shared KV cache take turns.
     An engine stalls only after preempting all it held, so a round in which no clock moves
     means a waiting request does not fit even the empty cache."""
     while True:
         before = [e.clock for e in engines]
-        for e in engines:
-            e.run_until(math.inf)
+        advance(engines, math.inf, pp)
         stalled = [e for e in engines if e.sched.busy]
         if not stalled:
             return

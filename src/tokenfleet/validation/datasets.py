@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 _DATA = resources.files("tokenfleet.validation").joinpath("data")
 
@@ -83,12 +83,6 @@ class EngineSettings(BaseModel):
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="token budget per step")
     source: str
     inferred: str = ""  # where the source has several configs for the system: why this one
-
-    @model_validator(mode="after")
-    def _budget_holds_every_decode(self) -> EngineSettings:
-        if self.max_num_seqs and self.max_num_batched_tokens and self.max_num_batched_tokens < self.max_num_seqs:
-            raise ValueError(f"rows {list(self.rows)}: max_num_batched_tokens below max_num_seqs")
-        return self
 
 
 @functools.cache

@@ -103,9 +103,13 @@ def _mape_cells(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
 
 
 def fitted_row_ids() -> frozenset[str]:
-    """Rows the shipped efficiency fit was made on (their error is in sample)."""
-    kinds = load_efficiency().get("kinds", {}).values()
-    return frozenset(row for entry in kinds for row in (*entry.get("rows", ()), *entry.get("fp4_rows", ())))
+    """Rows the shipped efficiency fit was made on (their error is in sample): each kind's own, its
+    FP4 factor's (`fp4_rows`) and its software stacks' (`stacks.<stack>.rows`)."""
+    ids: set[str] = set()
+    for entry in load_efficiency().get("kinds", {}).values():
+        for fit in (entry, *entry.get("stacks", {}).values()):
+            ids.update(fit.get("rows", ()), fit.get("fp4_rows", ()))
+    return frozenset(ids)
 
 
 def no_progress(items: Sequence[T], description: str) -> Iterable[T]:

@@ -138,12 +138,19 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
         raise TokenfleetError("prompt length not published and no dataset estimate: a saturated run cannot be replayed without it")
     prompt = input_tokens
     requests = int(note_value(notes, "num_requests") or note_value(notes, "num_prompts") or DEFAULT_REQUESTS)
-    published = engine.max_num_seqs if engine else None
-    caps = [c for c in (note_value(notes, "max_num_seqs"), note_value(notes, "max_concurrency"), published) if c]
-    seqs = int(min(caps)) if caps else SATURATED.max_num_seqs
+    engine_caps = [c for c in (note_value(notes, "max_num_seqs"), engine.max_num_seqs if engine else None) if c]
+    client = note_value(notes, "max_concurrency")
+    seqs = int(min(engine_caps + ([client] if client else []))) if engine_caps or client else SATURATED.max_num_seqs
     budget = engine.max_num_batched_tokens if engine and engine.max_num_batched_tokens else max(SATURATED.max_num_batched_tokens, seqs)
+    # TensorRT-LLM may hold more running sequences than a step's token budget (Google's H200
+    # Llama-2-70B Server: 2,048 and 1,536) and schedules at most the budget's tokens a step;
+    # our scheduler decodes every running sequence each step, so it runs at most the budget's worth
+    seqs = min(seqs, budget)
+    trtllm = "TensorRT-LLM" in software
     cfg = SchedulerConfig.model_validate({**SATURATED.model_dump(), "max_num_seqs": seqs, "max_num_batched_tokens": budget,
-                                          "reserve_output_kv": "TensorRT-LLM" in software})
+                                          "reserve_output_kv": trtllm,
+                                          # the engine's cap binds: TensorRT-LLM applies it per micro-batch
+                                          "seqs_per_micro_batch": trtllm and seqs != client})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
     return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes), dataset)
