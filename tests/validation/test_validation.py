@@ -201,6 +201,21 @@ def test_an_engine_holding_more_sequences_than_a_steps_budget_runs_the_budgets_w
     assert (vllm.cfg.max_num_seqs, vllm.cfg.seqs_per_micro_batch) == (64, False)
 
 
+def test_a_published_max_util_policy_grows_and_pauses_instead_of_reserving_outputs() -> None:
+    """NVIDIA's Llama-3.1-405B Server config sets TensorRT-LLM's max_util policy in its base
+    class; without a published policy a TensorRT-LLM row keeps the engine's default, which
+    reserves each request's whole output at admission."""
+    from tokenfleet.validation.datasets import engine_settings
+    from tokenfleet.validation.served import served_case
+
+    engine = engine_settings("GT024", "b200")
+    assert engine is not None and engine.batch_scheduler_policy == "max_util"
+    assert not served_case("", "server", 9000, 685, "TensorRT-LLM", engine=engine).cfg.reserve_output_kv
+    default = engine_settings("GT019", "b200")
+    assert default is not None and default.batch_scheduler_policy is None
+    assert served_case("", "server", 222, 294, "TensorRT-LLM", engine=default).cfg.reserve_output_kv
+
+
 def test_every_published_engine_setting_fits_the_rows_it_names() -> None:
     from tokenfleet.validation.datasets import _engine_settings
 

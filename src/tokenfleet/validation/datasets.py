@@ -12,7 +12,7 @@ from __future__ import annotations
 import functools
 from dataclasses import dataclass
 from importlib import resources
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import yaml
@@ -81,6 +81,9 @@ class EngineSettings(BaseModel):
     pp: int = Field(default=1, ge=1, description="pipeline parallel size of one instance (with tp)")
     max_num_seqs: int | None = Field(default=None, ge=1, description="cap on running sequences per instance")
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="token budget per step")
+    batch_scheduler_policy: Literal["max_util", "guaranteed_no_evict"] | None = Field(
+        default=None, description="TensorRT-LLM's capacity policy: max_util admits while blocks last and pauses "
+        "requests when they run out; guaranteed_no_evict (its default) reserves each request's whole output")
     source: str
     inferred: str = ""  # where the source has several configs for the system: why this one
 

@@ -148,7 +148,8 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
     seqs = min(seqs, budget)
     trtllm = "TensorRT-LLM" in software
     cfg = SchedulerConfig.model_validate({**SATURATED.model_dump(), "max_num_seqs": seqs, "max_num_batched_tokens": budget,
-                                          "reserve_output_kv": trtllm,
+                                          # TensorRT-LLM's default GUARANTEED_NO_EVICT, unless the config says max_util
+                                          "reserve_output_kv": trtllm and not (engine and engine.batch_scheduler_policy == "max_util"),
                                           # the engine's cap binds: TensorRT-LLM applies it per micro-batch
                                           "seqs_per_micro_batch": trtllm and seqs != client})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
