@@ -138,9 +138,7 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
         raise TokenfleetError("prompt length not published and no dataset estimate: a saturated run cannot be replayed without it")
     prompt = input_tokens
     requests = int(note_value(notes, "num_requests") or note_value(notes, "num_prompts") or DEFAULT_REQUESTS)
-    engine_caps = [c for c in (note_value(notes, "max_num_seqs"), engine.max_num_seqs if engine else None) if c]
-    client = note_value(notes, "max_concurrency")
-    seqs = int(min(engine_caps + ([client] if client else []))) if engine_caps or client else SATURATED.max_num_seqs
+    seqs, engine_cap = sequence_cap(notes, engine)
     budget = engine.max_num_batched_tokens if engine and engine.max_num_batched_tokens else max(SATURATED.max_num_batched_tokens, seqs)
     # TensorRT-LLM may hold more running sequences than a step's token budget (Google's H200
     # Llama-2-70B Server: 2,048 and 1,536) and schedules at most the budget's tokens a step;
@@ -150,11 +148,23 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
     cfg = SchedulerConfig.model_validate({**SATURATED.model_dump(), "max_num_seqs": seqs, "max_num_batched_tokens": budget,
                                           # TensorRT-LLM's default GUARANTEED_NO_EVICT, unless the config says max_util
                                           "reserve_output_kv": trtllm and not (engine and engine.batch_scheduler_policy == "max_util"),
-                                          # the engine's cap binds: TensorRT-LLM applies it per micro-batch
-                                          "seqs_per_micro_batch": trtllm and seqs != client})
+                                          # TensorRT-LLM applies its own cap to each micro-batch
+                                          "seqs_per_micro_batch": trtllm and engine_cap})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
     return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes), dataset)
+
+
+def sequence_cap(notes: str, engine: EngineSettings | None) -> tuple[int, bool]:
+    """The cap on a replay's running sequences, and whether it is the engine's (`max_num_seqs` in
+    the notes or the published config) rather than the benchmark client's `max_concurrency`;
+    neither published: SATURATED's, taken as no cap."""
+    engine_caps = [c for c in (note_value(notes, "max_num_seqs"), engine.max_num_seqs if engine else None) if c]
+    client = note_value(notes, "max_concurrency")
+    if not engine_caps and not client:
+        return SATURATED.max_num_seqs, False
+    cap = min(engine_caps, default=math.inf)
+    return (int(cap), True) if cap <= (client or math.inf) else (int(client or cap), False)
 
 
 @dataclass(frozen=True)
