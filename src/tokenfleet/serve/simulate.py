@@ -77,26 +77,27 @@ def simulate(
         if i in too_long:
             metrics.refuse(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), f"exceeds {model.name}'s {model.max_context_tokens}-token context")
             continue
-        advance(engines, t, dep.pp)
+        advance(engines, t)
         req = Request(i, t, int(trace.input_tokens[i]), int(trace.output_tokens[i]), blocks[i] if blocks else ())
         if kv_resident is not None and kv_resident[i]:
             req.with_resident_kv()
         engines[route(req, engines, i)].add(req)
         if progress is not None and i % 1024 == 0:
             progress(i, len(trace))
-    _drain(engines, dep.pp)
+    _drain(engines)
     return SimulationResult(_summary(metrics, engines, chip, dep, replicas))
 
 
-def advance(engines: list[Replica], t: float, pp: int) -> None:
-    """Every engine run until its clock passes `t`; the `pp` engines of a pipeline with shared
-    stages in step, so that its stages take their micro-batches in the order they become ready."""
-    if pp == 1 or engines[0].pipeline is None:
+def advance(engines: list[Replica], t: float) -> None:
+    """Every engine run until its clock passes `t`; the engines of a pipeline with shared stages in
+    step, so that its stages take their micro-batches in the order they become ready."""
+    pipeline = engines[0].pipeline
+    if pipeline is None:
         for e in engines:
             e.run_until(t)
         return
-    for first in range(0, len(engines), pp):
-        _advance_pipeline(engines[first:first + pp], t)
+    for first in range(0, len(engines), pipeline.stages):
+        _advance_pipeline(engines[first:first + pipeline.stages], t)
 
 
 def _advance_pipeline(siblings: list[Replica], t: float) -> None:
@@ -116,13 +117,13 @@ def _advance_pipeline(siblings: list[Replica], t: float) -> None:
             waiting.clear()
 
 
-def _drain(engines: list[Replica], pp: int) -> None:
+def _drain(engines: list[Replica]) -> None:
     """Run every engine to completion; pipeline siblings stalled on a shared KV cache take turns.
     An engine stalls only after preempting all it held, so a round in which no clock moves
     means a waiting request does not fit even the empty cache."""
     while True:
         before = [e.clock for e in engines]
-        advance(engines, math.inf, pp)
+        advance(engines, math.inf)
         stalled = [e for e in engines if e.sched.busy]
         if not stalled:
             return

@@ -79,7 +79,7 @@ class EngineSettings(BaseModel):
     hardware: str  # the rows' chip: a row gets these settings only where id and chip both match
     tp: int | None = Field(default=None, ge=1, description="tensor parallel size of one instance")
     pp: int = Field(default=1, ge=1, description="pipeline parallel size of one instance (with tp)")
-    max_num_seqs: int | None = Field(default=None, ge=1, description="cap on running sequences per instance")
+    max_num_seqs: int | None = Field(default=None, ge=1, description="cap on running sequences (TensorRT-LLM: per micro-batch of an instance)")
     max_num_batched_tokens: int | None = Field(default=None, ge=1, description="token budget per step")
     batch_scheduler_policy: Literal["max_util", "guaranteed_no_evict"] | None = Field(
         default=None, description="TensorRT-LLM's capacity policy: max_util admits while blocks last and pauses "

@@ -13,7 +13,9 @@ How each scenario is replayed (see the data README for the scenario definitions)
 * Rows whose submitter published the engine's configuration (`data/engine_settings.yaml`) run
   its caps on running sequences and tokens per step, on its instances' layout (cases.py).
 * Rows measured with TensorRT-LLM admit a request only when the KV cache holds its whole output
-  (its default GUARANTEED_NO_EVICT capacity policy); other rows grow and preempt as vLLM does.
+  (its default GUARANTEED_NO_EVICT capacity policy) unless their published config sets max_util,
+  and apply their engine's sequence cap to each micro-batch of a pipelined instance, as
+  TensorRT-LLM does; other rows grow and preempt as vLLM does, one cap per instance.
 * `server`: MLPerf's own procedure. A Server result is the highest Poisson rate a submitter found
   whose p99 TTFT and p99 TPOT meet the benchmark's limits, with the latencies measured there, at
   the knee of the latency curve. So a row with limits is replayed at *our* highest such rate over
@@ -164,7 +166,9 @@ def sequence_cap(notes: str, engine: EngineSettings | None) -> tuple[int, bool]:
     if not engine_caps and not client:
         return SATURATED.max_num_seqs, False
     cap = min(engine_caps, default=math.inf)
-    return (int(cap), True) if cap <= (client or math.inf) else (int(client or cap), False)
+    if client and client < cap:
+        return int(client), False
+    return int(cap), True
 
 
 @dataclass(frozen=True)
