@@ -357,3 +357,13 @@ def test_the_error_can_be_grouped_by_any_row_field_such_as_the_software_that_ran
     assert report.as_dict(by="software")["summary"]["mape_by_software"] == by_software
     with pytest.raises(TokenfleetError, match="not a row field"):
         report.mape_by("colour")
+
+
+def test_no_family_scores_below_its_error_floor(shipped_outcomes: list[Outcome]) -> None:
+    """Our predictions respect physics and give rows of the same stated conditions one value, so
+    no family's MAPE can be lower than the floor any such model must pay (validation.floor)."""
+    report = ValidationReport(shipped_outcomes)
+    mape, floor = report.mape_table(report.outcomes), report.floor_table()
+    assert floor.keys() == mape.keys()
+    for key, cell in mape.items():
+        assert floor[key]["mape"] <= cell["mape"] + 1e-12, key

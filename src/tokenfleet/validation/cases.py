@@ -205,6 +205,13 @@ METRICS: dict[str, Callable[[Prediction], float]] = {
 
 #: Speed metrics (a measurement above the bound is impossible); the rest are times (below is).
 SPEED_METRICS = ("total_tok_s", "output_tok_s_total", "output_tok_s_per_chip", "output_tok_s_per_user")
+
+
+def beyond(metric: str, value: float, bound: float) -> bool:
+    """`value` of `metric` is physically impossible against `bound` (faster than it)."""
+    return value > bound if metric in SPEED_METRICS else value < bound
+
+
 #: The physical bound of a deployment: every byte at peak bandwidth, every FLOP at peak compute,
 #: no fixed overhead, and (see `free_links`) communication for free.
 PEAK = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0.0, moe_layer_overhead_s=0.0, step_overhead_s=0.0)
@@ -232,7 +239,12 @@ class Outcome:
     predicted: float | None
     reason: str = ""  # why there is no prediction, or what a prediction assumed
     deployment: str = ""
-    beyond_roofline: bool = False  # the measurement beats the assumed deployment's physical bound
+    bound: float | None = None  # the assumed deployment's physical bound on the metric (cost-model rows)
+
+    @property
+    def beyond_roofline(self) -> bool:
+        """The measurement beats the assumed deployment's physical bound."""
+        return self.bound is not None and beyond(self.case.metric, self.case.value, self.bound)
 
     @property
     def error(self) -> float | None:
@@ -262,14 +274,13 @@ class PreparedCase:
     def predict(self, efficiency: Efficiency | None = None) -> float:
         return self.predict_with_layout(efficiency)[0]
 
-    def beyond_roofline(self) -> bool:
-        """True when the measurement is faster than this deployment could physically be (cost-model
-        rows): the source must have used something the row does not say (speculative decoding, a
-        lower precision, more chips)."""
+    def roofline_bound(self) -> float | None:
+        """The metric at this deployment's physical bound (PEAK efficiency, free links) for
+        cost-model rows, None for served ones. A measurement beyond it (`beyond`) means the source
+        used something the row does not say (speculative decoding, a lower precision, more chips)."""
         if self.case.scenario in SERVED_SCENARIOS:
-            return False
-        bound = dataclasses.replace(self, chip=free_links(self.chip)).predict(PEAK)
-        return self.case.value > bound if self.case.metric in SPEED_METRICS else self.case.value < bound
+            return None
+        return dataclasses.replace(self, chip=free_links(self.chip)).predict(PEAK)
 
     def predict_with_layout(self, efficiency: Efficiency | None = None) -> tuple[float, str, str]:
         """The prediction, the layout it ran on (for served rows, possibly data parallel) and what
@@ -320,7 +331,7 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     given = (efficiency or {}).get(family)
     try:
         value, described, replay = prepared.predict_with_layout(given)
-        beyond = prepared.beyond_roofline()
+        bound = prepared.roofline_bound()
     except (TokenfleetError, ValueError) as exc:
         return Outcome(case, family, None, _one_line(str(exc)))
     mean_prompt = dataset_prompt_tokens(case)
@@ -328,9 +339,9 @@ def predict_case(case: Case, efficiency: dict[str, Efficiency] | None = None) ->
     notes += [replay] if replay else []
     if prepared.stack and given is None and prepared.chip.kind in fitted_stacks().get(prepared.stack, []):
         notes.append(f"efficiency: the {prepared.stack} stack's own fit (validation/data/stacks.yaml)")
-    if beyond:
+    if bound is not None and beyond(case.metric, case.value, bound):
         notes.append("measured beats this deployment's roofline: implies speculative decoding, lower precision or more chips than assumed")
-    return Outcome(case, family, value, "; ".join(notes), deployment=described, beyond_roofline=beyond)
+    return Outcome(case, family, value, "; ".join(notes), deployment=described, bound=bound)
 
 
 def _one_line(text: str) -> str:

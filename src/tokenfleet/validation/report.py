@@ -18,6 +18,7 @@ from tokenfleet.validation.cases import (
     predict_case,
     read_cases,
 )
+from tokenfleet.validation.floor import error_floors
 from tokenfleet.validation.parallel import as_finished, worker_count
 
 FAMILIES = ("nvidia", "amd", "sram", "tpu")
@@ -48,22 +49,29 @@ class ValidationReport:
         return _mape_cells(groups)
 
     @staticmethod
-    def mape_table(outcomes: list[Outcome]) -> dict[str, dict[str, Any]]:
+    def mape_table(outcomes: list[Outcome], errors: dict[str, float] | None = None) -> dict[str, dict[str, Any]]:
         """MAPE and row count per family, per (family, metric) and per (family, path): `cost_model`
-        rows (static, per_user) against `served` rows (throughput, server, via the simulator)."""
+        rows (static, per_user) against `served` rows (throughput, server, via the simulator).
+        `errors` (by row id) replaces the rows' own errors, e.g. with their floors."""
         groups: dict[str, list[float]] = defaultdict(list)
         for o in outcomes:
             if o.error is None or not o.case.counted:
                 continue
+            error = o.error if errors is None else errors[o.case.id]
             path = "served" if o.case.scenario in SERVED_SCENARIOS else "cost_model"
-            groups[o.family].append(o.error)
-            groups[f"{o.family}/{o.case.metric}"].append(o.error)
-            groups[f"{o.family}:{path}"].append(o.error)
+            groups[o.family].append(error)
+            groups[f"{o.family}/{o.case.metric}"].append(error)
+            groups[f"{o.family}:{path}"].append(error)
         return _mape_cells(groups)
+
+    def floor_table(self) -> dict[str, dict[str, Any]]:
+        """`mape_table` of the lowest errors any model could reach (see `validation.floor`)."""
+        return self.mape_table(self.outcomes, error_floors(self.outcomes))
 
     def as_dict(self, by: str | None = None) -> dict[str, Any]:
         """Rows and summary for machines; with `by` (a GROUP_FIELDS field), MAPE per its values too."""
         fitted = fitted_row_ids()
+        floors = error_floors(self.outcomes)
         rows = [
             {
                 "id": o.case.id,
@@ -79,6 +87,7 @@ class ValidationReport:
                 "measured": o.case.value,
                 "predicted": o.predicted,
                 "error": o.error,
+                "error_floor": floors.get(o.case.id),
                 "reason": o.reason or None,
                 "beyond_roofline": o.beyond_roofline,
                 "in_fit": o.case.id in fitted,
@@ -89,6 +98,7 @@ class ValidationReport:
             "rows": len(self.outcomes),
             "predicted": sum(o.predicted is not None for o in self.outcomes),
             "mape": self.mape_table(self.outcomes),
+            "mape_floor": self.mape_table(self.outcomes, floors),
             "beyond_roofline": [o.case.id for o in self.outcomes if o.beyond_roofline],
         }
         if self.loso:
