@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -42,8 +44,7 @@ def test_a_time_below_its_bound_counts_too() -> None:
 
 
 def test_claims_and_unpredicted_rows_have_no_floor() -> None:
-    claim = _per_user("C", 5000.0)
-    claim = Case(**{**claim.__dict__, "trust": "claim"})
+    claim = dataclasses.replace(_per_user("C", 5000.0), trust="claim")
     unpredicted = Outcome(_per_user("U", 10.0), "sram", None, "unknown model")
     assert error_floors([_outcome(claim), unpredicted]) == {}
 

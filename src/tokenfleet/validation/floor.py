@@ -4,9 +4,9 @@ Two kinds of rows put a floor under any model's MAPE on the published measuremen
 
 * rows that state the same conditions (model, chip, the deployment as resolved, scenario, metric,
   batch, lengths, speculative decoding, the fitted software stack; for served rows, their notes
-  too) but report different
-  values, e.g. Cerebras' Llama-3.1-70B at its August 2024 launch (450 tok/s) and two months later
-  (2,148 tok/s). One prediction serves them all, and the best one still misses by their spread;
+  too) but report different values, e.g. Cerebras' Llama-3.1-70B at its August 2024 launch (450
+  tok/s) and two months later (2,148 tok/s). One prediction serves them all, and the best one
+  still misses by their spread;
 * rows beyond their deployment's roofline (`Outcome.bound`): a model that respects physics
   predicts at most the bound.
 
