@@ -71,7 +71,7 @@ def test_validate_json_shape(tmp_path) -> None:
         (["validate", "--cases", "/no/such.csv"], "not found"),
         (["validate", "--workers", "0"], "--workers must be a positive integer, got 0"),
         (["validate", "--by", "sofware"], "--by 'sofware' is not a row field to group by; choose one of hardware, model, software"),
-        (["--stack", "mlpref", "compare", "-m", "llama-3.1-8b"], "'mlpref' is not a fitted software stack; fitted: mlperf (amd)"),
+        (["--stack", "mlpref", "compare", "-m", "llama-3.1-8b"], "'mlpref' is not a fitted software stack; fitted: llm-inference-bench (amd), mlperf (amd)"),
         (["predict", "-m", "llama-3.1-8b"], "Missing option"),
     ],
 )

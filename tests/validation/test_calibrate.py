@@ -70,6 +70,32 @@ def test_a_stacks_compute_efficiency_is_fitted_on_its_saturated_runs_and_nothing
     assert fit_stack(base, rows[: MIN_STACK_ROWS - 1]) == base
 
 
+def test_a_stack_with_static_rows_gets_its_own_compute_efficiency_fitted_jointly_with_its_kind() -> None:
+    """Four batched MI300X runs 'measured' as the AMD kind's own fit would predict them with matmuls
+    at 4% of peak (as Argonne's 2024 sweep ran): the joint fit finds that efficiency for their stack,
+    far below where a local search from the kind's value would stop, and the kind's own fit stays."""
+    from tokenfleet.catalog import get_chip, get_model
+    from tokenfleet.perf.auto import layout
+    from tokenfleet.perf.predict import Workload
+    from tokenfleet.validation.calibrate import counted_rows, fit_jointly
+    from tokenfleet.validation.cases import Case, PreparedCase
+
+    own = [r for r in counted_rows(_cases("mi300x"))["amd"] if not r.stack]
+    alone = fit_rows(own)
+    model, chip = get_model("llama-3-8b"), get_chip("mi300x")
+    slow = replace(alone, compute_eff=0.04)
+    rows = []
+    for i, (batch, length) in enumerate(((16, 1024), (64, 512), (128, 128), (1, 1024))):
+        case = Case(f"T{i}", "meta-llama/Meta-Llama-3-8B", "mi300x", "1", "1", "", "", "fp16", "static", str(batch), str(length),
+                    str(length), "none", "e2e_s", 1.0, "high", "test")
+        row = PreparedCase(case, model, chip, layout(model, chip, 1, weight_precision="bf16"), Workload(batch, length, length), "s")
+        rows.append(replace(row, case=replace(case, value=row.predict(slow))))
+    kind, stacks = fit_jointly(own, {"s": rows, "too-few": rows[:2]})
+    assert set(stacks) == {"s"} and abs(stacks["s"].compute_eff / 0.04 - 1) < 0.2  # the pull towards the kind: ~10%
+    assert replace(stacks["s"], compute_eff=kind.compute_eff) == kind
+    np.testing.assert_allclose(log_errors(kind, own), log_errors(alone, own), atol=0.02)
+
+
 def test_a_stack_with_too_few_runs_is_not_fitted_apart_and_its_rows_stay_its_kinds() -> None:
     """Two MLPerf MI300X runs and nothing else: too few for a stack of their own, so AMD is fitted
     on them (a kind without static rows is fitted on its saturated runs) and says why no stack."""

@@ -219,7 +219,7 @@ def calibrate(
         for st in f.stacks:
             console.print(f"  stack {st.stack:8s} rows={len(st.rows):3d} in-sample MAPE={st.mape:6.1%} compute_eff={st.efficiency.compute_eff:.3f}")
         for name, runs in f.stacks_too_small:
-            console.print(f"  stack {name}: {runs} saturated run(s), {MIN_STACK_ROWS} needed to fit it apart; its rows use {f.kind}'s own fit")
+            console.print(f"  stack {name}: {runs} row(s) ({MIN_STACK_ROWS} needed to fit it apart, and rows of {f.kind}'s own); its rows use {f.kind}'s fit")
     targets = ([Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"] if write else []) + ([out] if out else [])
     for target in targets:
         write_efficiency(fits, cases, target)

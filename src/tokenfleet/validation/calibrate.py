@@ -11,16 +11,19 @@ A second, one-parameter step fits `fp4_compute_factor`, the share of `compute_ef
 matmuls reach, on the kind's saturated FP4 runs (through the simulator), the base parameters held:
 the cost-model rows are nearly all 16- and 8-bit and memory-bound, so they cannot see it, while
 saturated Blackwell FP4 runs were over-predicted by a fifth (14 of 15 rows, FP8 runs unbiased).
-A third step fits the software stacks named in `data/stacks.yaml` (see `validation.stacks`):
-for each, the `compute_eff` of the kinds it names, on the stack's saturated runs (through the
-simulator), the kind's other parameters held; those rows stay out of the kind's own fit.
+The software stacks named in `data/stacks.yaml` (see `validation.stacks`) each get a
+`compute_eff` of their own on the kinds they name, the kind's other parameters shared; their rows
+stay out of the kind's own rows. A stack is fitted the way a kind is: on its `static` and
+`per_user` rows, through the cost model, jointly with its kind's parameters (those rows say about
+per-step costs what any of the kind's rows say); a stack with none, on its saturated runs, through
+the simulator, after the kind's fit and with its parameters held (the simulator is too slow to sit
+inside the kind's fit).
 `leave_one_source_out` refits without each source in turn and predicts that source's rows.
 """
 
 from __future__ import annotations
 
 import datetime as dt
-import functools
 import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -52,15 +55,19 @@ SCALE = np.array([0.1, 0.1, 10e-6, 10e-6, 1e-3])
 #: log error (0.75 bandwidth, 0.5 compute, 10 us per layer, 10 us per MoE layer, 2 ms per step).
 PRIOR = np.array([0.75, 0.5, 10e-6, 10e-6, 2e-3])
 PRIOR_WIDTH = np.array([0.5, 0.5, 100e-6, 100e-6, 10e-3])
+#: The robust loss (soft L1) treats log errors beyond ~0.2 (a fifth) as outliers.
+F_SCALE = 0.2
 #: The FP4 factor is fitted only on at least this many saturated FP4 runs (else it stays 1), with
 #: a weak pull towards 1 (FP4 as efficient as the other formats) of the same strength as above.
 MIN_FP4_ROWS = 4
 FP4_BOUNDS = (0.3, 1.5)
 FP4_PRIOR_WIDTH = 0.5
-#: A stack's compute efficiency is fitted only on at least this many of its saturated runs, with
-#: a weak pull towards its kind's value (one unit of log error per factor of four).
+#: A stack's compute efficiency is fitted only on at least this many of its rows, with a weak pull
+#: towards its kind's value (one unit of log error per factor of four). It may sit far below the
+#: kind's lower bound: Argonne's 2024 MI300X sweep ran its matmuls at ~3-4% of peak.
 MIN_STACK_ROWS = 3
 STACK_PRIOR_WIDTH = 2.0
+STACK_COMPUTE_LOWER = 0.01
 
 
 @dataclass(frozen=True)
@@ -84,7 +91,7 @@ class KindFit:
     mape: float
     fp4_rows: tuple[str, ...] = ()
     stacks: tuple[StackFit, ...] = ()
-    stacks_too_small: tuple[tuple[str, int], ...] = ()  # (stack, saturated runs): too few to fit apart, fitted with the kind
+    stacks_too_small: tuple[tuple[str, int], ...] = ()  # (stack, rows): not fitted apart (too few rows, or none of the kind's own)
 
 
 def _vector_to_eff(x: np.ndarray) -> Efficiency:
@@ -108,8 +115,45 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
     """Robust least-squares fit of one kind's parameters on its prepared rows."""
     if not rows:
         return prior_efficiency()
-    fit = least_squares(_residuals, PRIOR, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=0.2)
+    fit = least_squares(_residuals, PRIOR, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=F_SCALE)
     return _vector_to_eff(fit.x)
+
+
+def fit_jointly(rows: list[PreparedCase], stacks: dict[str, list[PreparedCase]]) -> tuple[Efficiency, dict[str, Efficiency]]:
+    """One kind's parameters fitted on its own `rows` together with the `stacks`' rows, each stack
+    with a compute efficiency of its own, pulled towards the kind's own fit (`fit_rows`) as in
+    `fit_stack`; stacks with too few rows are left out. Returns the kind's fit and each stack's."""
+    alone = fit_rows(rows)
+    stacks = {name: srows for name, srows in sorted(stacks.items()) if len(srows) >= MIN_STACK_ROWS}
+    if not stacks:
+        return alone, {}
+
+    def fits(x: np.ndarray) -> tuple[Efficiency, list[Efficiency]]:
+        eff = _vector_to_eff(x[: len(PARAMS)])
+        return eff, [replace(eff, compute_eff=float(c)) for c in x[len(PARAMS):]]
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        eff, stack_effs = fits(x)
+        stack_prior = np.log(x[len(PARAMS):] / alone.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH
+        return np.concatenate([log_errors(eff, rows), *(log_errors(se, srows) for se, srows in zip(stack_effs, stacks.values(), strict=True)),
+                               (x[: len(PARAMS)] - PRIOR) / PRIOR_WIDTH, stack_prior])
+
+    n = len(stacks)
+    start = np.append([getattr(alone, name) for name in PARAMS], [_stack_start(alone, srows) for srows in stacks.values()])
+    lower, upper = np.append(LOWER, [STACK_COMPUTE_LOWER] * n), np.append(UPPER, [UPPER[1]] * n)
+    fit = least_squares(residuals, np.clip(start, lower, upper), bounds=(lower, upper), x_scale=np.append(SCALE, [SCALE[1]] * n),
+                        loss="soft_l1", f_scale=F_SCALE)
+    eff, stack_effs = fits(fit.x)
+    return eff, dict(zip(stacks, stack_effs, strict=True))
+
+
+def _stack_start(kind: Efficiency, rows: list[PreparedCase]) -> float:
+    """Where a stack's compute efficiency starts in the joint fit: the best of a log-spaced grid with
+    the kind's other parameters. A local search cannot find a low efficiency from a high one: while
+    compute is not what bounds a row, the rows do not move with it."""
+    grid = np.geomspace(STACK_COMPUTE_LOWER, UPPER[1], 24)
+    loss = [np.sum(np.sqrt(1 + (log_errors(replace(kind, compute_eff=float(c)), rows) / F_SCALE) ** 2)) for c in grid]
+    return float(grid[int(np.argmin(loss))])
 
 
 #: (kind, stack) pairs fitted apart from their kind (the keys of `stack_rows`).
@@ -182,17 +226,27 @@ def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tupl
     def residuals(x: np.ndarray) -> np.ndarray:
         return np.append(log_errors(replace(base, **{name: float(x[0])}), rows), prior(float(x[0])))
 
-    fit = least_squares(residuals, [start], bounds=([bounds[0]], [bounds[1]]), loss="soft_l1", f_scale=0.2, diff_step=0.01, xtol=1e-3)
+    fit = least_squares(residuals, [start], bounds=([bounds[0]], [bounds[1]]), loss="soft_l1", f_scale=F_SCALE, diff_step=0.01, xtol=1e-3)
     return replace(base, **{name: float(fit.x[0])})
 
 
 def stack_rows(cases: list[Case], min_rows: int = MIN_STACK_ROWS) -> dict[tuple[str, str], list[PreparedCase]]:
-    """Each (kind, stack)'s counted saturated runs, for stacks with enough of them (`min_rows`) to
-    be fitted apart; a stack with fewer is not, and its rows are its kind's like any other."""
+    """Each (kind, stack)'s fitting rows: its counted `static` and `per_user` rows, or for a stack
+    with none, its counted saturated runs; for stacks with enough of them (`min_rows`) to be fitted
+    apart (a stack with fewer is not, and its rows are its kind's like any other)."""
     by_stack: dict[tuple[str, str], list[PreparedCase]] = defaultdict(list)
-    for row in _prepared(cases, ("throughput",), lambda r: bool(r.stack)):
+    for row in _prepared(cases, COST_MODEL_SCENARIOS, lambda r: bool(r.stack)):
+        by_stack[(row.chip.kind, row.stack)].append(row)
+    with_static = frozenset(by_stack)
+    for row in _prepared(cases, ("throughput",), lambda r: bool(r.stack) and (r.chip.kind, r.stack) not in with_static):
         by_stack[(row.chip.kind, row.stack)].append(row)
     return {key: rows for key, rows in by_stack.items() if len(rows) >= min_rows}
+
+
+def through_cost_model(rows: list[PreparedCase]) -> bool:
+    """Whether a stack's fitting rows (see `stack_rows`) go through the cost model alone, so the
+    stack is fitted jointly with its kind."""
+    return all(r.case.scenario in COST_MODEL_SCENARIOS for r in rows)
 
 
 def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
@@ -200,7 +254,7 @@ def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
     too few rows: a leave-one-source-out fold may leave too few)."""
     if len(rows) < MIN_STACK_ROWS:
         return base
-    return _fit_one(base, "compute_eff", rows, (float(LOWER[1]), float(UPPER[1])), base.compute_eff,
+    return _fit_one(base, "compute_eff", rows, (STACK_COMPUTE_LOWER, float(UPPER[1])), base.compute_eff,
                     lambda x: np.log(x / base.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH)
 
 
@@ -216,21 +270,22 @@ def calibrate(cases: list[Case], track: Track | None = None, workers: int | None
 @dataclass(frozen=True)
 class _FitInputs:
     """The prepared rows of every step of a fit: each kind's own (`base`), its FP4 runs, and the
-    saturated runs of each (kind, stack), fitted apart where there are enough (`apart`)."""
+    rows of each (kind, stack), fitted apart where there are enough (`apart`)."""
 
     base: dict[str, list[PreparedCase]]
     fp4: dict[str, list[PreparedCase]]
     every_stack: dict[tuple[str, str], list[PreparedCase]]
+    apart: Apart
 
     @classmethod
     def of(cls, cases: list[Case]) -> _FitInputs:
         every_stack = stack_rows(cases, min_rows=1)
         apart = _apart(every_stack)
-        return cls(fitting_rows(cases, apart), fp4_rows(cases, apart), every_stack)
-
-    @functools.cached_property
-    def apart(self) -> Apart:
-        return _apart(self.every_stack)
+        base = fitting_rows(cases, apart)
+        if orphans := frozenset(key for key in apart if key[0] not in base):  # no rows of its kind's own to stand apart from
+            apart -= orphans
+            base = fitting_rows(cases, apart)
+        return cls(base, fp4_rows(cases, apart), every_stack, apart)
 
     def stacks_of(self, kind: str) -> dict[str, list[PreparedCase]]:
         return {stack: rows for (k, stack), rows in sorted(self.every_stack.items()) if (k, stack) in self.apart and k == kind}
@@ -240,7 +295,7 @@ class _FitInputs:
 
 
 def _apart(every_stack: dict[tuple[str, str], list[PreparedCase]]) -> Apart:
-    """The (kind, stack) pairs with enough saturated runs to be fitted apart."""
+    """The (kind, stack) pairs with enough rows to be fitted apart (if their kind has rows of its own)."""
     return frozenset(key for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS)
 
 
@@ -256,10 +311,11 @@ class KindJob:
     too_few: tuple[tuple[str, int], ...]
 
     def fit(self) -> KindFit:
-        eff = fit_fp4_factor(fit_rows(self.rows), self.fp4)
+        base, joint = fit_jointly(self.rows, {name: srows for name, srows in self.stacks.items() if through_cost_model(srows)})
+        eff = fit_fp4_factor(base, self.fp4)
         stack_fits = []
         for stack, srows in self.stacks.items():
-            seff = fit_stack(eff, srows)
+            seff = replace(eff, compute_eff=joint[stack].compute_eff) if stack in joint else fit_stack(eff, srows)
             stack_fits.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
         return KindFit(self.kind, self.rows[0].chip.family, eff, tuple(r.case.id for r in self.rows), *_spread(eff, self.rows),
                        fp4_rows=tuple(r.case.id for r in self.fp4), stacks=tuple(stack_fits), stacks_too_small=self.too_few)
@@ -299,13 +355,16 @@ class Fold:
         def kept(rows: list[PreparedCase]) -> list[PreparedCase]:
             return [r for r in rows if r.case.source != self.source]
 
-        eff = fit_rows(kept(self.base))
+        eff, joint = fit_jointly(kept(self.base), {name: kept(srows) for name, srows in self.stacks.items() if through_cost_model(srows)})
         if any(runs_fp4(r) for r in self.held):
             eff = fit_fp4_factor(eff, kept(self.fp4))
         out = []
         for stack in sorted({r.stack for r in self.held}):
             # a stack with too few rows left (or none fitted apart) is predicted with the kind's fit
-            eff_here = fit_stack(eff, kept(self.stacks.get(stack, []))) if stack else eff
+            if stack in joint:
+                eff_here = replace(eff, compute_eff=joint[stack].compute_eff)
+            else:
+                eff_here = fit_stack(eff, kept(self.stacks.get(stack, []))) if stack else eff
             out += [Outcome(r.case, r.chip.family, r.predict(eff_here), deployment=r.deployment.describe())
                     for r in self.held if r.stack == stack]
         return out
@@ -325,8 +384,10 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
         "with a weak prior, static and per_user rows, trust != claim (kinds without such rows: "
         "their throughput rows, through the serving simulator); then fp4_compute_factor alone on "
         "the kind's saturated FP4 throughput rows (fp4_rows), through the simulator; then, per "
-        "software stack of validation/data/stacks.yaml, compute_eff alone on the stack's "
-        "throughput rows (stacks.<stack>.rows, out of the kind's own fit), through the simulator",
+        "software stack of validation/data/stacks.yaml, its own compute_eff (stacks.<stack>.rows, "
+        "out of the kind's own rows): on its static and per_user rows, jointly with the kind's "
+        "parameters; for a stack with none, on its throughput rows, through the simulator, the "
+        "kind's other parameters held",
         "kinds": {
             f.kind: {
                 "family": f.family,
