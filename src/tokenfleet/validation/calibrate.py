@@ -122,9 +122,11 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
 def fit_jointly(rows: list[PreparedCase], stacks: dict[str, list[PreparedCase]]) -> tuple[Efficiency, dict[str, Efficiency]]:
     """One kind's parameters fitted on its own `rows` together with the `stacks`' rows, each stack
     with a compute efficiency of its own, pulled towards the kind's own fit (`fit_rows`) as in
-    `fit_stack`; stacks with too few rows are left out. Returns the kind's fit and each stack's."""
+    `fit_stack`. Stacks with too few rows are left out, and so are those fitted through the
+    simulator (`through_cost_model`: `fit_stack` fits them after). Returns the kind's fit and each
+    jointly fitted stack's."""
     alone = fit_rows(rows)
-    stacks = {name: srows for name, srows in sorted(stacks.items()) if len(srows) >= MIN_STACK_ROWS}
+    stacks = {name: srows for name, srows in sorted(stacks.items()) if len(srows) >= MIN_STACK_ROWS and through_cost_model(srows)}
     if not stacks:
         return alone, {}
 
@@ -249,6 +251,12 @@ def through_cost_model(rows: list[PreparedCase]) -> bool:
     return all(r.case.scenario in COST_MODEL_SCENARIOS for r in rows)
 
 
+def stack_efficiency(kind: Efficiency, joint: dict[str, Efficiency], stack: str, rows: list[PreparedCase]) -> Efficiency:
+    """A stack's fit beside its kind's: its compute efficiency from the joint fit (`fit_jointly`)
+    where it was fitted there, else fitted on its saturated `rows` (`fit_stack`)."""
+    return replace(kind, compute_eff=joint[stack].compute_eff) if stack in joint else fit_stack(kind, rows)
+
+
 def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
     """The kind's parameters with the compute efficiency its stack's `rows` reach (base unchanged on
     too few rows: a leave-one-source-out fold may leave too few)."""
@@ -295,7 +303,8 @@ class _FitInputs:
 
 
 def _apart(every_stack: dict[tuple[str, str], list[PreparedCase]]) -> Apart:
-    """The (kind, stack) pairs with enough rows to be fitted apart (if their kind has rows of its own)."""
+    """The (kind, stack) pairs with enough rows to be fitted apart (`_FitInputs.of` then drops those
+    whose kind has no rows of its own)."""
     return frozenset(key for key, rows in every_stack.items() if len(rows) >= MIN_STACK_ROWS)
 
 
@@ -311,11 +320,11 @@ class KindJob:
     too_few: tuple[tuple[str, int], ...]
 
     def fit(self) -> KindFit:
-        base, joint = fit_jointly(self.rows, {name: srows for name, srows in self.stacks.items() if through_cost_model(srows)})
+        base, joint = fit_jointly(self.rows, self.stacks)
         eff = fit_fp4_factor(base, self.fp4)
         stack_fits = []
         for stack, srows in self.stacks.items():
-            seff = replace(eff, compute_eff=joint[stack].compute_eff) if stack in joint else fit_stack(eff, srows)
+            seff = stack_efficiency(eff, joint, stack, srows)
             stack_fits.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
         return KindFit(self.kind, self.rows[0].chip.family, eff, tuple(r.case.id for r in self.rows), *_spread(eff, self.rows),
                        fp4_rows=tuple(r.case.id for r in self.fp4), stacks=tuple(stack_fits), stacks_too_small=self.too_few)
@@ -355,16 +364,13 @@ class Fold:
         def kept(rows: list[PreparedCase]) -> list[PreparedCase]:
             return [r for r in rows if r.case.source != self.source]
 
-        eff, joint = fit_jointly(kept(self.base), {name: kept(srows) for name, srows in self.stacks.items() if through_cost_model(srows)})
+        eff, joint = fit_jointly(kept(self.base), {name: kept(srows) for name, srows in self.stacks.items()})
         if any(runs_fp4(r) for r in self.held):
             eff = fit_fp4_factor(eff, kept(self.fp4))
         out = []
         for stack in sorted({r.stack for r in self.held}):
             # a stack with too few rows left (or none fitted apart) is predicted with the kind's fit
-            if stack in joint:
-                eff_here = replace(eff, compute_eff=joint[stack].compute_eff)
-            else:
-                eff_here = fit_stack(eff, kept(self.stacks.get(stack, []))) if stack else eff
+            eff_here = stack_efficiency(eff, joint, stack, kept(self.stacks.get(stack, []))) if stack else eff
             out += [Outcome(r.case, r.chip.family, r.predict(eff_here), deployment=r.deployment.describe())
                     for r in self.held if r.stack == stack]
         return out
