@@ -138,3 +138,24 @@ def test_kinds_are_fitted_alike_on_one_process_or_several_and_the_loop_shows_pro
     one = calibrate(cases, track)
     assert sorted(one) == ["amd", "nvidia"] and seen == [("fitting kinds", 2)]
     assert calibrate(cases, workers=2) == one
+
+
+def test_a_kind_fitted_through_the_simulator_starts_from_a_grid_so_a_stepped_response_does_not_stall_it() -> None:
+    """Saturated runs whose throughput moves in whole steps of memory efficiency (as a simulated
+    run's does, in whole requests and batches): a local search from the prior sees no slope, the
+    grid's best point does, and the fit lands on the step that matches."""
+    from types import SimpleNamespace
+
+    class SteppedRun:
+        def __init__(self, tok_s_per_step: float, measured: float) -> None:
+            self.tok_s_per_step = tok_s_per_step
+            self.case = SimpleNamespace(scenario="throughput", value=measured, id="T")
+
+        def predict(self, eff) -> float:
+            return self.tok_s_per_step * np.floor(eff.mem_eff * 20)
+
+    runs = [SteppedRun(tok_s, 7 * tok_s) for tok_s in (100.0, 300.0, 900.0)]  # measured: mem_eff in [0.35, 0.40)
+    assert np.abs(log_errors(prior_efficiency(), runs)).max() > 0.7  # the prior (0.75) is on another step
+    fitted = fit_rows(runs)
+    assert 0.35 <= fitted.mem_eff < 0.40
+    np.testing.assert_allclose(log_errors(fitted, runs), 0.0)
