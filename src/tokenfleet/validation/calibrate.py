@@ -70,6 +70,9 @@ STACK_PRIOR_WIDTH = 2.0
 STACK_COMPUTE_LOWER = 0.01
 #: Points per axis of `_grid_start`'s grid (log-spaced between the bounds).
 GRID_POINTS = 6
+#: least_squares settings for a fit through the simulator: steps wide enough to cross the plateaus
+#: of a simulated run's throughput (whole requests, whole batches), and a coarse stopping tolerance.
+THROUGH_SIMULATOR = {"diff_step": 0.01, "xtol": 1e-3}
 
 
 @dataclass(frozen=True)
@@ -120,10 +123,10 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
     if not rows:
         return prior_efficiency()
     if through_cost_model(rows):
-        fit = least_squares(_residuals, PRIOR, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=F_SCALE)
+        start, steps = PRIOR, {}
     else:
-        fit = least_squares(_residuals, _grid_start(rows), args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1",
-                            f_scale=F_SCALE, diff_step=0.01, xtol=1e-3)
+        start, steps = _grid_start(rows), THROUGH_SIMULATOR
+    fit = least_squares(_residuals, start, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=F_SCALE, **steps)
     return _vector_to_eff(fit.x)
 
 
@@ -250,7 +253,7 @@ def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tupl
     def residuals(x: np.ndarray) -> np.ndarray:
         return np.append(log_errors(replace(base, **{name: float(x[0])}), rows), prior(float(x[0])))
 
-    fit = least_squares(residuals, [start], bounds=([bounds[0]], [bounds[1]]), loss="soft_l1", f_scale=F_SCALE, diff_step=0.01, xtol=1e-3)
+    fit = least_squares(residuals, [start], bounds=([bounds[0]], [bounds[1]]), loss="soft_l1", f_scale=F_SCALE, **THROUGH_SIMULATOR)
     return replace(base, **{name: float(fit.x[0])})
 
 
@@ -268,8 +271,9 @@ def stack_rows(cases: list[Case], min_rows: int = MIN_STACK_ROWS) -> dict[tuple[
 
 
 def through_cost_model(rows: list[PreparedCase]) -> bool:
-    """Whether a stack's fitting rows (see `stack_rows`) go through the cost model alone, so the
-    stack is fitted jointly with its kind."""
+    """Whether fitting rows go through the cost model alone (`static` and `per_user` rows): a kind's
+    are then fitted from the prior in fine steps (`fit_rows`), a stack's jointly with its kind
+    (`fit_jointly`); otherwise they are replayed through the simulator."""
     return all(r.case.scenario in COST_MODEL_SCENARIOS for r in rows)
 
 
