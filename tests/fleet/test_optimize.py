@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from tokenfleet.errors import TokenfleetError
-from tokenfleet.fleet.optimize import Problem, Unit, solve
+from tokenfleet.fleet.optimize import Problem, Solution, Unit, solve
 
 
 def unit(key: str, usd: float, chip: str = "gpu-a", chips: int = 1, vendor: str = "A") -> Unit:
@@ -70,3 +70,40 @@ def test_chips_available_and_vendor_share_are_respected_and_named_when_they_bind
 def test_a_class_nothing_can_serve_is_named() -> None:
     with pytest.raises(TokenfleetError, match="class 'b' cannot be served"):
         solve(Problem([unit("u", 1.0)], {"a": 1.0, "b": 1.0}, {("a", "u"): 1.0}))
+
+
+def utilisations(p: Problem, sol: Solution) -> dict[str, float]:
+    return {k: sum(x / p.caps[(c, kk)] for (c, kk), x in sol.split.items() if kk == k) / n for k, n in sol.replicas.items()}
+
+
+def test_spare_capacity_is_spread_so_the_fullest_deployment_is_as_empty_as_it_can_be() -> None:
+    """Coding needs the fast replica, which leaves half of it spare; chat can use that spare or the
+    two B200 replicas it needs anyway. Any split costs the same; the kept one fills both to 90%
+    rather than, say, the B200s to 100% and the fast replica to 70%."""
+    units = [unit("b200", 10.0), unit("fast", 100.0)]
+    caps = {("coding", "fast"): 4.0, ("chat", "fast"): 10.0, ("chat", "b200"): 10.0}
+    p = Problem(units, {"coding": 2.0, "chat": 22.0}, caps)
+    sol = solve(p)
+    assert sol.replicas == {"b200": 2, "fast": 1}
+    assert utilisations(p, sol) == pytest.approx({"b200": 0.9, "fast": 0.9})
+    assert sol.split[("chat", "fast")] == pytest.approx(4.0)
+
+
+def test_the_split_is_max_min_fair_beyond_the_fullest_deployment() -> None:
+    """`a` can only use u1 and fills it; `b` needs both u2 and u3 and spreads over them evenly,
+    though any split of `b` leaves the fullest deployment (u1) where it is."""
+    units = [unit("u1", 1.0), unit("u2", 1.0, chip="x"), unit("u3", 1.0, chip="y")]
+    caps = {("a", "u1"): 1.0, ("b", "u2"): 1.0, ("b", "u3"): 1.0}
+    p = Problem(units, {"a": 1.0, "b": 1.5}, caps, chips_available={"x": 1, "y": 1})
+    assert utilisations(p, solve(p)) == pytest.approx({"u1": 1.0, "u2": 0.75, "u3": 0.75})
+
+
+@settings(max_examples=30, deadline=None)
+@given(problems)
+def test_the_split_does_not_depend_on_the_order_the_deployments_are_listed(
+        args: tuple[list[float], tuple[list[float], list[float]], tuple[float, float]]) -> None:
+    p = build(*args)
+    q = Problem(list(reversed(p.units)), p.rates, p.caps)
+    sol, rev = solve(p), solve(q)
+    if sol.replicas == rev.replicas:  # replica counts may tie in cost too; the split is what is fixed here
+        assert utilisations(q, rev) == pytest.approx(utilisations(p, sol), abs=1e-6)

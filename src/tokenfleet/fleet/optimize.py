@@ -6,6 +6,11 @@
                 sum_d chips_dk * n_d <= available_k           chips of kind k that can be had
                 sum_d usd_dv * n_d <= share * sum_d usd_d n_d  no vendor above its share of cost
                 n_d integer >= 0, x_cd >= 0 (only where cap_cd > 0)
+
+Once the replicas are fixed, a class that several deployments can serve may split among them in
+many ways at the same cost. The split kept is the max-min fair one (`balanced_split`): the fullest
+deployment as empty as it can be, then the next, so spare capacity is spread where it buys the
+most headroom, and the answer does not depend on which of the ties the solver happened to reach.
 """
 
 from __future__ import annotations
@@ -18,7 +23,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
+from scipy.optimize import Bounds, LinearConstraint, linprog, milp
 
 from tokenfleet.errors import TokenfleetError
 
@@ -119,8 +124,48 @@ def _solve(p: Problem) -> Solution | None:
         return None
     n = np.rint(res.x[:nu]).astype(int)
     replicas = {u.key: int(n[i]) for i, u in enumerate(p.units) if n[i] > 0}
-    split = {(c, k): float(res.x[nu + j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if res.x[nu + j] > 1e-9}
+    split = balanced_split(p, replicas) or {(c, k): float(res.x[nu + j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if res.x[nu + j] > 1e-9}
     return Solution(replicas, split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
+
+
+#: Utilisation levels closer than this are one level (the LP's own tolerance is ~1e-9).
+LEVEL_TOLERANCE = 1e-7
+
+
+def balanced_split(p: Problem, replicas: dict[str, int]) -> dict[tuple[str, str], float] | None:
+    """The max-min fair split of every class over the chosen `replicas`: lowest possible highest
+    utilisation (load / replicas), then, with the deployments that set it held there, the lowest
+    possible next one, and so on (progressive filling; a deployment whose utilisation constraint
+    has a non-zero dual cannot go lower without raising the current level, so it is held).
+    None if an LP fails (the MILP's own split is then kept)."""
+    pairs = [(c, k) for c, k in _pairs(p) if replicas.get(k, 0) > 0]
+    keys = sorted({k for _, k in pairs})
+    classes = sorted({c for c, _ in pairs})
+    load = np.zeros((len(keys), len(pairs) + 1))  # last column: the level u
+    for j, (c, k) in enumerate(pairs):
+        load[keys.index(k), j] = p.rates[c] / p.caps[(c, k)] / replicas[k]
+    serve = np.zeros((len(classes), len(pairs) + 1))
+    for j, (c, _) in enumerate(pairs):
+        serve[classes.index(c), j] = 1.0
+    objective = np.zeros(len(pairs) + 1)
+    objective[-1] = 1.0
+    held: dict[int, float] = {}
+    x = None
+    while len(held) < len(keys):
+        free = [i for i in range(len(keys)) if i not in held]
+        a_ub = load.copy()
+        a_ub[free, -1] = -1.0
+        b_ub = np.array([held.get(i, 0.0) + LEVEL_TOLERANCE if i in held else 0.0 for i in range(len(keys))])
+        res = linprog(objective, A_ub=a_ub, b_ub=b_ub, A_eq=serve, b_eq=np.ones(len(classes)),
+                      bounds=[(0, None)] * len(pairs) + [(0, None)], method="highs")
+        if res.status != 0:
+            return None
+        x, level = res.x, float(res.x[-1])
+        duals = res.ineqlin.marginals
+        tight = [i for i in free if duals[i] < -1e-9] or free  # none with a dual: every free one is at its floor
+        held.update({i: level for i in tight})
+    assert x is not None
+    return {(c, k): float(x[j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if x[j] > 1e-9}
 
 
 def solve(p: Problem) -> Solution:
