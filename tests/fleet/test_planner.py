@@ -48,6 +48,10 @@ def test_the_result_meets_every_target_and_adds_up(tmp_path: Path) -> None:
     assert sum(f["cost_share"] for f in fleet["families"].values()) == pytest.approx(1.0)
     assert fleet["families"]["gpu"]["chips"] == fleet["chips"] == sum(fleet["chips_by_chip"].values())
     assert fleet["usd_per_hour"] == pytest.approx(sum(d["usd_per_hour"] for d in result["deployments"]))
+    for d in result["deployments"]:  # the load is the capacity budget used, never more than the replicas have
+        rows = [row for c in result["classes"] for row in c["rows"] if row["key"] == d["key"]]
+        assert d["load"] == pytest.approx(sum(row["rate_per_s"] / row["capacity_per_replica"] for row in rows) / d["replicas"])
+        assert 0 < d["load"] <= 1 + 1e-6 and all(row["deployment_load"] == d["load"] for row in rows)
     json.dumps(result)  # JSON first
 
 

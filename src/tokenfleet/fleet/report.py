@@ -3,7 +3,9 @@
 Token and cost accounting use the planned rates (req/s x mean tokens), not the verification
 sample, so shares are exact for the plan; latencies, goodput and J/token come from the
 verification run. A class's cost on a shared deployment is the deployment's cost times the
-class's share of the capacity budget it uses there.
+class's share of the capacity budget it uses there. A deployment's `load` is the share of its
+replicas' measured capacity the plan uses (1 = every replica at the highest rate that met the
+SLOs in its capacity search): the headroom left for traffic the plan did not foresee.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from rich.table import Table
 
 from tokenfleet.catalog.chips import get_chip
 from tokenfleet.fleet.candidates import FAMILY_GROUP, Candidate
-from tokenfleet.fleet.planner import DEDICATED, PlanRun, unit_label
+from tokenfleet.fleet.planner import DEDICATED, PlanRun, unit_label, utilisation
 from tokenfleet.fleet.traffic import class_stats
 
 FAMILIES = ("gpu", "tpu", "sram")
@@ -47,7 +49,7 @@ def _class_rows(run: PlanRun, name: str) -> list[dict[str, Any]]:
         rows.append({
             "class": c, "deployment": unit_label(ctx, key), "key": key, "chips_per_replica": cand.chips, "replicas": n, "chips": cand.chips * n,
             "shared_with": sorted(set(budget) - {c}), "rate_per_s": x, "traffic_share": x / ctx.rates[c],
-            "capacity_per_replica": run.caps[(c, key)], **{k: att[k] for k in LATENCY_KEYS},
+            "capacity_per_replica": run.caps[(c, key)], "deployment_load": sum(budget.values()) / n, **{k: att[k] for k in LATENCY_KEYS},
             "good_fraction": att["good_fraction"], "verified_requests": att["requests"], "usd_per_hour": usd,
             "usd_per_mtok": usd / (out_tok_s * 3600) * 1e6,
             "usd_per_mtok_all_tokens": usd / (x * (stats.mean_input_tokens + stats.mean_output_tokens) * 3600) * 1e6,
@@ -107,12 +109,13 @@ def _fleet(run: PlanRun, classes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _deployments(run: PlanRun) -> list[dict[str, Any]]:
     sol = run.final.solution
+    load = utilisation(sol, run.caps)
     out = []
     for key, n in sorted(sol.replicas.items()):
         cand = run.ctx.candidates[key]
         only = f" [{key.split(DEDICATED)[1]} only]" if DEDICATED in key else ""
         out.append({**cand.describe(), "key": key, "label": unit_label(run.ctx, key), "short": cand.short + only, "replicas": n, "total_chips": cand.chips * n, "usd_per_hour": cand.usd_per_hour(run.ctx.prices) * n,
-                    "classes": {c: x for (c, k), x in sol.split.items() if k == key},
+                    "classes": {c: x for (c, k), x in sol.split.items() if k == key}, "load": load[key],
                     "verification": run.final.verification.get(key, {}).get("summary", {})})
     return out
 
@@ -158,12 +161,13 @@ def percent(share: float) -> str:
 
 def class_table(result: dict[str, Any]) -> Table:
     t = Table(title=f"{result['plan']}: traffic classes (verified)", title_justify="left")
-    for col in ("class", "deployment", "replicas", "chips", "share", "req/s", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "good", "$/Mtok", "J/tok"):
+    for col in ("class", "deployment", "replicas", "chips", "share", "req/s", "load", "TTFT p50/p99 ms", "TPOT p50/p99 ms", "good", "$/Mtok", "J/tok"):
         t.add_column(col, justify="left" if col in ("class", "deployment") else "right")
     for c in result["classes"]:
         for r in c["rows"]:
             shared = f" [dim](shared with {', '.join(r['shared_with'])})[/]" if r["shared_with"] else ""
             t.add_row(c["name"], escape(r["deployment"]) + shared, str(r["replicas"]), str(r["chips"]), percent(r["traffic_share"]), _f(r["rate_per_s"]),
+                      percent(r["deployment_load"]),
                       f"{_f(r['p50_ttft_ms'])} / {_f(r['p99_ttft_ms'])}", f"{_f(r['p50_tpot_ms'])} / {_f(r['p99_tpot_ms'])}",
                       f"{r['good_fraction']:.3f}", _f(r["usd_per_mtok"]), _f(r["joules_per_token"]))
     return t
@@ -197,7 +201,7 @@ def print_result(console: Console, result: dict[str, Any]) -> None:
 
 
 # --- files -------------------------------------------------------------------------------------
-CLASS_COLUMNS = ("class", "deployment", "replicas", "chips", "traffic_share", "rate_per_s", "capacity_per_replica", *LATENCY_KEYS,
+CLASS_COLUMNS = ("class", "deployment", "replicas", "chips", "traffic_share", "rate_per_s", "capacity_per_replica", "deployment_load", *LATENCY_KEYS,
                  "good_fraction", "usd_per_hour", "usd_per_mtok", "usd_per_mtok_all_tokens", "joules_per_token")
 
 
