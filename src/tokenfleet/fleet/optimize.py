@@ -140,6 +140,8 @@ def balanced_split(p: Problem, replicas: dict[str, int]) -> dict[tuple[str, str]
     None if an LP fails (the MILP's own split is then kept)."""
     pairs = [(c, k) for c, k in _pairs(p) if replicas.get(k, 0) > 0]
     keys = sorted({k for _, k in pairs})
+    if not keys:
+        return None
     classes = sorted({c for c, _ in pairs})
     load = np.zeros((len(keys), len(pairs) + 1))  # last column: the level u
     for j, (c, k) in enumerate(pairs):
@@ -150,21 +152,20 @@ def balanced_split(p: Problem, replicas: dict[str, int]) -> dict[tuple[str, str]
     objective = np.zeros(len(pairs) + 1)
     objective[-1] = 1.0
     held: dict[int, float] = {}
-    x = None
+    x = np.zeros(len(pairs) + 1)
     while len(held) < len(keys):
         free = [i for i in range(len(keys)) if i not in held]
         a_ub = load.copy()
         a_ub[free, -1] = -1.0
-        b_ub = np.array([held.get(i, 0.0) + LEVEL_TOLERANCE if i in held else 0.0 for i in range(len(keys))])
-        res = linprog(objective, A_ub=a_ub, b_ub=b_ub, A_eq=serve, b_eq=np.ones(len(classes)),
-                      bounds=[(0, None)] * len(pairs) + [(0, None)], method="highs")
+        b_ub = np.array([held[i] + LEVEL_TOLERANCE if i in held else 0.0 for i in range(len(keys))])
+        # variables (shares and the level) are >= 0: linprog's default bounds
+        res = linprog(objective, A_ub=a_ub, b_ub=b_ub, A_eq=serve, b_eq=np.ones(len(classes)), method="highs")
         if res.status != 0:
             return None
         x, level = res.x, float(res.x[-1])
         duals = res.ineqlin.marginals
         tight = [i for i in free if duals[i] < -1e-9] or free  # none with a dual: every free one is at its floor
         held.update({i: level for i in tight})
-    assert x is not None
     return {(c, k): float(x[j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if x[j] > 1e-9}
 
 

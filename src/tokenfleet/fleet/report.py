@@ -36,6 +36,7 @@ def family_of(chip_id: str) -> str:
 def _class_rows(run: PlanRun, name: str) -> list[dict[str, Any]]:
     ctx, final = run.ctx, run.final
     stats = class_stats(ctx.classes[name], ctx.plan.options.seed)
+    load = utilisation(final.solution, run.caps)
     rows = []
     for (c, key), x in sorted(final.solution.split.items()):
         if c != name:
@@ -49,7 +50,7 @@ def _class_rows(run: PlanRun, name: str) -> list[dict[str, Any]]:
         rows.append({
             "class": c, "deployment": unit_label(ctx, key), "key": key, "chips_per_replica": cand.chips, "replicas": n, "chips": cand.chips * n,
             "shared_with": sorted(set(budget) - {c}), "rate_per_s": x, "traffic_share": x / ctx.rates[c],
-            "capacity_per_replica": run.caps[(c, key)], "deployment_load": sum(budget.values()) / n, **{k: att[k] for k in LATENCY_KEYS},
+            "capacity_per_replica": run.caps[(c, key)], "deployment_load": load[key], **{k: att[k] for k in LATENCY_KEYS},
             "good_fraction": att["good_fraction"], "verified_requests": att["requests"], "usd_per_hour": usd,
             "usd_per_mtok": usd / (out_tok_s * 3600) * 1e6,
             "usd_per_mtok_all_tokens": usd / (x * (stats.mean_input_tokens + stats.mean_output_tokens) * 3600) * 1e6,
