@@ -107,3 +107,12 @@ def test_the_split_does_not_depend_on_the_order_the_deployments_are_listed(
     sol, rev = solve(p), solve(q)
     if sol.replicas == rev.replicas:  # replica counts may tie in cost too; the split is what is fixed here
         assert utilisations(q, rev) == pytest.approx(utilisations(p, sol), abs=1e-6)
+
+
+def test_a_sliver_of_demand_beside_a_full_replica_gets_a_replica_not_the_solvers_tolerance() -> None:
+    """1e-6 req/s of `a` (2e-6 of a replica) beside a replica that `b` fills: HiGHS accepts one
+    replica within its feasibility tolerance, but the demand is 1.000002 replicas, so two it is."""
+    p = build([1.0, 1.0, 1.0], ([0.5, 1.0, 1.0], [2.0, 1.0, 1.0]), (1e-6, 2.0))
+    sol = solve(p)
+    assert sol.usd_per_hour == 2.0 and sum(sol.replicas.values()) == 2
+    assert all(load <= 1.0 for load in utilisations(p, sol).values())

@@ -123,9 +123,33 @@ def _solve(p: Problem) -> Solution | None:
     if res.x is None or res.status not in (0, 1):
         return None
     n = np.rint(res.x[:nu]).astype(int)
-    replicas = {u.key: int(n[i]) for i, u in enumerate(p.units) if n[i] > 0}
-    split = balanced_split(p, replicas) or {(c, k): float(res.x[nu + j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if res.x[nu + j] > 1e-9}
-    return Solution(replicas, split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
+    split = balanced_split(p, _replicas(p, n))
+    if split is not None and (more := _rounded_up(p, pairs, n, split)) is not None:
+        n, split = more, balanced_split(p, _replicas(p, more))
+    if split is None:
+        split = {(c, k): float(res.x[nu + j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if res.x[nu + j] > 1e-9}
+    return Solution(_replicas(p, n), split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
+
+
+def _replicas(p: Problem, n: np.ndarray) -> dict[str, int]:
+    return {u.key: int(n[i]) for i, u in enumerate(p.units) if n[i] > 0}
+
+
+def _rounded_up(p: Problem, pairs: list[tuple[str, str]], n: np.ndarray, split: dict[tuple[str, str], float]) -> np.ndarray | None:
+    """Replica counts that carry `split` in full where HiGHS's feasibility tolerance (~1e-6) let
+    the MILP leave a deployment a sliver short (a class of 1e-6 req/s beside a full replica: its
+    load is 1.000002 replicas), if the chip and vendor limits allow them; None when `n` already
+    carries it (or the limits leave nothing more)."""
+    load = {u.key: 0.0 for u in p.units}
+    for (c, k), x in split.items():
+        load[k] += x / p.caps[(c, k)]
+    need = np.array([max(int(n[i]), math.ceil(load[u.key] - LEVEL_TOLERANCE)) for i, u in enumerate(p.units)])
+    if np.array_equal(need, n):
+        return None
+    shares = [split.get((c, k), 0.0) / p.rates[c] for c, k in pairs]
+    v = np.concatenate([need, shares])
+    within = all(np.all(con.A @ v >= con.lb - 1e-6) and np.all(con.A @ v <= con.ub + 1e-6) for con in _constraints(p, pairs))
+    return need if within else None
 
 
 #: Utilisation levels closer than this are one level (the LP's own tolerance is ~1e-9).
