@@ -3,7 +3,13 @@ import dataclasses
 import pytest
 
 from tokenfleet.errors import TokenfleetError
-from tokenfleet.validation.cases import Outcome, builtin_cases_path, predict_case, read_cases
+from tokenfleet.validation.cases import (
+    Outcome,
+    builtin_cases_path,
+    cases_path,
+    predict_case,
+    read_cases,
+)
 from tokenfleet.validation.report import ValidationReport, validation_report
 
 
@@ -367,3 +373,23 @@ def test_no_family_scores_below_its_error_floor(shipped_outcomes: list[Outcome])
     assert floor.keys() == mape.keys()
     for key, cell in mape.items():
         assert floor[key]["mape"] <= cell["mape"] + 1e-12, key
+
+
+def test_the_shipped_trtllm_table_is_predicted_whole_and_agrees_with_the_calibration_rows_it_shares() -> None:
+    """TensorRT-LLM's v1.0-era performance table (5 models x up to 4 chips x 10 lengths) ships as an
+    out-of-sample check: every run is simulated, and the 22 runs cases.csv also holds carry the
+    same model, chip, layout, lengths and value there."""
+    table = read_cases(cases_path("trtllm-perf-overview"))
+    calibration = {c.id: c for c in read_cases(cases_path(None))}
+    assert len(table) == 152 and len({c.id for c in table}) == 152
+    twins = 0
+    for case in table:
+        assert case.source and case.software and "num_requests=" in case.notes, case.id
+        if "same measurement as cases.csv " in case.notes:
+            twin = calibration[case.notes.rsplit("cases.csv ", 1)[1]]
+            key = ("model", "hardware", "tp", "precision", "input_tokens", "output_tokens", "value")
+            assert [getattr(twin, k) for k in key] == [getattr(case, k) for k in key], case.id
+            twins += 1
+    assert twins == 22
+    outcomes = validation_report(cases_path("trtllm-perf-overview")).outcomes
+    assert all(o.predicted is not None for o in outcomes), [(o.case.id, o.reason) for o in outcomes if o.predicted is None]

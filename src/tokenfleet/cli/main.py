@@ -168,13 +168,13 @@ def compare(
             console.print(f"[yellow]{chip_id}[/]: {why}")
 
 
-CasesOpt = Annotated[Path | None, typer.Option("--cases", help="CSV in the calibration schema (default: the shipped copy)")]
+CasesOpt = Annotated[str | None, typer.Option("--cases", help="CSV in the calibration schema, or a shipped table: calibration (default), trtllm-perf-overview")]
 
 
-def _cases_path(cases: Path | None) -> Path:
-    from tokenfleet.validation.cases import builtin_cases_path
+def _cases_path(cases: str | None) -> Path:
+    from tokenfleet.validation.cases import cases_path
 
-    return cases if cases is not None else builtin_cases_path()
+    return cases_path(cases)
 
 
 @app.command()
@@ -210,10 +210,10 @@ def calibrate(
     from tokenfleet.validation.calibrate import calibrate as fit
     from tokenfleet.validation.cases import read_cases
 
-    cases = _cases_path(cases)
-    fits = fit(read_cases(cases), tables.progress_track, workers)
+    cases_file = _cases_path(cases)
+    fits = fit(read_cases(cases_file), tables.progress_track, workers)
     if not fits:
-        raise TokenfleetError(f"{cases}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
+        raise TokenfleetError(f"{cases_file}: no row could be fitted (needs counted static, per_user or throughput rows of a catalog chip and model)")
     for f in fits.values():
         console.print(f"{f.kind:16s} rows={len(f.rows):3d} in-sample MAPE={f.mape:6.1%} band=x{2.718281828 ** f.band_log:.2f}  {f.efficiency}")
         for st in f.stacks:
@@ -222,7 +222,7 @@ def calibrate(
             console.print(f"  stack {name}: {runs} row(s) ({MIN_STACK_ROWS} needed to fit it apart, and rows of {f.kind}'s own); its rows use {f.kind}'s fit")
     targets = ([Path(__file__).resolve().parent.parent / "perf" / "data" / "efficiency.yaml"] if write else []) + ([out] if out else [])
     for target in targets:
-        write_efficiency(fits, cases, target)
+        write_efficiency(fits, cases_file, target)
         console.print(f"wrote {target}")
 
 

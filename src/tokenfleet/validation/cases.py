@@ -88,15 +88,31 @@ class Case:
         return self.trust != "claim"
 
 
-def builtin_cases_path() -> Path:
-    """The shipped copy of the published-measurements table (see data/README.md for sources)."""
-    return Path(str(resources.files("tokenfleet.validation").joinpath("data/cases.csv")))
+#: Measurement tables that ship with tokenfleet, by the short name `--cases` takes (sources in
+#: data/README.md): the calibration table the efficiencies are fitted on, and TensorRT-LLM's
+#: whole v1.0-era performance table, an out-of-sample check on NVIDIA's saturated throughput.
+SHIPPED_CASES = {"calibration": "cases.csv", "trtllm-perf-overview": "trtllm_perf_overview.csv"}
+
+
+def builtin_cases_path(name: str = "calibration") -> Path:
+    """A shipped measurement table by its short name (see SHIPPED_CASES)."""
+    return Path(str(resources.files("tokenfleet.validation").joinpath(f"data/{SHIPPED_CASES[name]}")))
+
+
+def cases_path(given: str | None) -> Path:
+    """What `--cases` names: a shipped table's short name, or a path; the calibration table if None."""
+    if given is None:
+        return builtin_cases_path()
+    if given in SHIPPED_CASES and not Path(given).exists():
+        return builtin_cases_path(given)
+    return Path(given)
 
 
 def read_cases(path: Path) -> list[Case]:
     """Read a calibration CSV; a missing file or column gets one line naming it."""
     if not path.is_file():
-        raise TokenfleetError(f"cases file {str(path)!r} not found: give --cases PATH to a CSV in the calibration schema")
+        raise TokenfleetError(f"cases file {str(path)!r} not found: give --cases a CSV in the calibration schema "
+                             f"or a shipped table ({', '.join(SHIPPED_CASES)})")
     with path.open(newline="") as fh:
         reader = csv.DictReader(fh)
         missing = [c for c in REQUIRED_COLUMNS if c not in (reader.fieldnames or [])]
