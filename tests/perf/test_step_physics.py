@@ -116,14 +116,40 @@ def test_attention_is_its_own_kernel_so_compute_bound_matmuls_do_not_hide_kv_rea
     assert t.latency_s > one_max * 1.05  # ... yet the KV reads of attention still cost time
 
 
-def test_fp4_matmuls_run_at_the_fitted_share_of_compute_efficiency_and_other_formats_do_not() -> None:
-    m, chip = get_model("llama-3.3-70b"), get_chip("b200")
+def test_narrow_formats_run_at_their_fitted_share_of_compute_efficiency_where_the_chip_has_them() -> None:
+    """FP4 and FP8 matmuls each run at their own fitted share of compute_eff; other formats, and a
+    narrow format on a chip without its tensor cores (FP4 weights on an H100 compute in FP8), do not."""
+    m = get_model("llama-3.3-70b")
     prefill = batch_shape(m, [8192], [8192])  # compute-bound
-    for precision, slower in (("fp4", 1 / 0.8), ("fp8", 1.0)):
+    factors = Efficiency(step_overhead_s=0, layer_overhead_s=0, fp4_compute_factor=0.8, fp8_compute_factor=1.25)
+    for chip, precision, slower in (("b200", "fp4", 1 / 0.8), ("b200", "fp8", 1 / 1.25), ("b200", "bf16", 1.0),
+                                    ("h100-sxm", "fp4", 1.0), ("h100-sxm", "fp8", 1 / 1.25)):
         dep = deployment(precision=precision)
-        base = StepModel(m, chip, dep, Efficiency(step_overhead_s=0, layer_overhead_s=0)).step(prefill)
-        scaled = StepModel(m, chip, dep, Efficiency(step_overhead_s=0, layer_overhead_s=0, fp4_compute_factor=0.8)).step(prefill)
-        assert scaled.compute_s == pytest.approx(base.compute_s * slower)
+        base = StepModel(m, get_chip(chip), dep, Efficiency(step_overhead_s=0, layer_overhead_s=0)).step(prefill)
+        scaled = StepModel(m, get_chip(chip), dep, factors).step(prefill)
+        assert scaled.compute_s == pytest.approx(base.compute_s * slower), (chip, precision)
+
+
+def test_collectives_move_bytes_at_the_fitted_share_of_link_bandwidth() -> None:
+    """Halving comm_eff doubles the bandwidth part of a step's communication; its latency part stays."""
+    m = get_model("llama-3.1-70b")
+    dep = deployment(chips=8, tp=8, precision="fp8")
+    full, half = (StepModel(m, get_chip("h100-sxm"), dep, Efficiency(comm_eff=e)) for e in (1.0, 0.5))
+    big, tiny = batch_shape(m, [8192], [8192]), batch_shape(m, [1], [1])
+    latency_only = full.comm_s(tiny)
+    assert half.comm_s(big) - latency_only == pytest.approx(2 * (full.comm_s(big) - latency_only), rel=1e-3)
+    assert half.step(big).latency_s > full.step(big).latency_s
+
+
+def test_the_shipped_fit_never_runs_above_a_peak() -> None:
+    """Every kind's (and stack's) fitted shares of peak compute, per format, bandwidth and links."""
+    from tokenfleet.perf.efficiency import efficiency_from_dict, load_efficiency
+
+    for kind, entry in load_efficiency()["kinds"].items():
+        for params in (entry["params"], *(stack["params"] for stack in entry.get("stacks", {}).values())):
+            e = efficiency_from_dict(params)
+            assert 0 < e.mem_eff <= 1 and 0 < e.comm_eff <= 1, kind
+            assert 0 < e.compute_eff * max(1.0, e.fp4_compute_factor, e.fp8_compute_factor) <= 1, kind
 
 
 def test_a_hybrids_linear_layers_read_and_write_a_fixed_state_per_sequence_not_a_growing_cache() -> None:

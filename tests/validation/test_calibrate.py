@@ -4,14 +4,15 @@ import numpy as np
 
 from tokenfleet.perf.efficiency import calibration_for
 from tokenfleet.validation.calibrate import (
-    MIN_FP4_ROWS,
-    fit_fp4_factor,
+    MIN_SATURATED_ROWS,
     fit_rows,
+    fit_saturated,
     fitting_rows,
-    fp4_rows,
     log_errors,
     prior_efficiency,
-    runs_fp4,
+    runs_format,
+    saturated_params,
+    saturated_rows,
 )
 from tokenfleet.validation.cases import builtin_cases_path, read_cases
 
@@ -34,16 +35,31 @@ def test_fitting_a_kind_brings_its_predictions_closer_to_the_measurements() -> N
     assert 0 < fitted.mem_eff <= 1 and 0 < fitted.compute_eff <= 1
 
 
-def test_the_fp4_factor_is_fitted_on_saturated_fp4_runs_and_brings_them_closer() -> None:
-    rows = fp4_rows(_cases("b200", "gb200"))["nvidia"]
-    assert {r.case.scenario for r in rows} == {"throughput"} and all(runs_fp4(r) for r in rows)
-    single_chip = [r for r in rows if r.case.num_chips == "1"]  # quick to simulate
+def test_the_saturated_step_fits_what_single_chip_fp4_runs_inform_and_brings_them_closer() -> None:
+    """On one-chip FP4 runs only the FP4 factor is informed: it is fitted, the runs come closer and
+    nothing else moves; on too few runs nothing is fitted."""
+    cases = _cases("b200", "gb200", "h100-sxm")
+    base_rows = fitting_rows(cases)["nvidia"]
+    rows = [r for r in saturated_rows(cases, {"nvidia": base_rows})["nvidia"] if runs_format(r, "fp4") and r.case.num_chips == "1"]
+    assert {r.case.scenario for r in rows} == {"throughput"} and saturated_params(rows, base_rows) == ["fp4_compute_factor"]
     base = replace(calibration_for(rows[0].chip).efficiency, fp4_compute_factor=1.0)
-    fitted = fit_fp4_factor(base, single_chip)
-    assert np.abs(log_errors(fitted, single_chip)).sum() < np.abs(log_errors(base, single_chip)).sum()
+    fitted = fit_saturated(base, rows, base_rows)
+    assert np.abs(log_errors(fitted, rows)).sum() < np.abs(log_errors(base, rows)).sum()
     assert replace(fitted, fp4_compute_factor=1.0) == base  # nothing else moves
     assert fitted.fp4_compute_factor >= 0.3 and fitted.fp4_compute_factor * fitted.compute_eff <= 0.95
-    assert fit_fp4_factor(base, single_chip[: MIN_FP4_ROWS - 1]) == base  # too few rows: left at 1
+    assert fit_saturated(base, rows[: MIN_SATURATED_ROWS - 1], base_rows) == base  # too few rows: left as it was
+
+
+def test_the_saturated_step_fits_fp8_only_where_the_cost_model_rows_could_not_see_it() -> None:
+    """NVIDIA's cost-model rows are mostly 16-bit, so its FP8 runs fit an FP8 factor; AMD's are
+    mostly FP8 already (its compute_eff is FP8's), so its FP8 runs fit only the link share; the
+    TPUs, fitted on their saturated runs, have none left over."""
+    from tokenfleet.validation.calibrate import _FitInputs
+
+    fit = _FitInputs.of(_cases("h100-sxm", "h200-sxm", "b200", "gb200", "mi300x", "tpu-v5e", "tpu-v6e", "tpu-v7"))
+    assert saturated_params(fit.saturated["nvidia"], fit.base["nvidia"]) == ["fp4_compute_factor", "fp8_compute_factor", "comm_eff"]
+    assert saturated_params(fit.saturated["amd"], fit.base["amd"]) == ["comm_eff"]
+    assert "tpu" not in fit.saturated
 
 
 def test_a_stacks_compute_efficiency_is_fitted_on_its_saturated_runs_and_nothing_else_moves() -> None:

@@ -165,7 +165,7 @@ def mape_table(report: ValidationReport) -> Table:
     floor = report.floor_table()
     loso = report.mape_table(report.loso) if report.loso else {}
     t = Table(title="MAPE by hardware family (claims excluded; simulator rows are out of sample except the fitted ones: "
-              "TPU's, NVIDIA's saturated FP4 runs and AMD's MLPerf runs; floor: the least any model could score, "
+              "the TPUs', NVIDIA's and AMD's saturated runs; floor: the least any model could score, "
               "the rows disagreeing or beating physics)")
     held_out = ["leave one source out"] if loso else []
     for col in ["family", "cost model: rows", "MAPE", *held_out, "floor", "simulator: rows", "MAPE", *held_out, "floor",

@@ -18,7 +18,7 @@ from typing import Any
 
 import numpy as np
 
-from tokenfleet.catalog.chips import ChipSpec
+from tokenfleet.catalog.chips import PEAK_KEY, ChipSpec
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import (
@@ -54,6 +54,8 @@ class Efficiency:
     moe_layer_overhead_s: float = 0.0  # extra fixed cost per MoE layer (routing, grouped GEMM set-up)
     step_overhead_s: float = 1e-3  # fixed cost per step (scheduling, sampling, host sync)
     fp4_compute_factor: float = 1.0  # FP4 matmuls reach this share of compute_eff (see calibrate.py)
+    fp8_compute_factor: float = 1.0  # FP8 matmuls reach this share of compute_eff (see calibrate.py)
+    comm_eff: float = 1.0  # achieved / peak link bandwidth in collectives and pipeline hops
 
 
 @dataclass(frozen=True)
@@ -156,12 +158,14 @@ class StepModel:
         self.dense_weight_bytes = (model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
         self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
         compute_format = COMPUTE_FORMAT[dep.weight_precision]
-        fp4_factor = eff.fp4_compute_factor if compute_format == "fp4" else 1.0
-        self.format_flops_per_s = chip.peak_flops_per_s(compute_format) * fp4_factor  # before compute_eff
+        # the fitted share of a narrow format's own peak, where the chip has that format's tensor cores
+        native = chip.peak_key(compute_format) == PEAK_KEY.get(compute_format)
+        format_factor = {"fp4": eff.fp4_compute_factor, "fp8": eff.fp8_compute_factor}.get(compute_format, 1.0) if native else 1.0
+        self.format_flops_per_s = chip.peak_flops_per_s(compute_format) * format_factor  # before compute_eff
         self.weight_bw = chip.sram_bytes_per_s if self.memory.weights_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_bw = chip.sram_bytes_per_s if self.memory.kv_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_shards = kv_shards(model, dep)
-        self.link_bw = chip.link_bytes_per_s or 1e9
+        self.link_bw = (chip.link_bytes_per_s or 1e9) * eff.comm_eff
         self.link_lat = chip.link_latency_s
         self._scalar = self._scalar_coefficients()
 

@@ -7,10 +7,12 @@ a saturated run) on its `throughput` rows through the serving simulator. The fit
 loss on log errors, so one odd vendor figure cannot pull a kind, plus a weak pull towards
 generic GPU-like values so that parameters the rows do not constrain stay physical.
 
-A second, one-parameter step fits `fp4_compute_factor`, the share of `compute_eff` that FP4
-matmuls reach, on the kind's saturated FP4 runs (through the simulator), the base parameters held:
-the cost-model rows are nearly all 16- and 8-bit and memory-bound, so they cannot see it, while
-saturated Blackwell FP4 runs were over-predicted by a fifth (14 of 15 rows, FP8 runs unbiased).
+A second step fits, on the kind's saturated runs (through the simulator, the base parameters
+held), what its cost-model rows cannot see (`fit_saturated`): the share of `compute_eff` that FP4
+and FP8 matmuls reach (`fp4_compute_factor`, `fp8_compute_factor`) and the share of link bandwidth
+that collectives reach (`comm_eff`), each only where enough runs inform it. NVIDIA's cost-model
+rows are nearly all 16-bit, single-chip or latency-bound and memory-bound; its saturated runs are
+FP4 and FP8 and run compute-bound on up to eight chips, where collectives carry gigabytes a step.
 The software stacks named in `data/stacks.yaml` (see `validation.stacks`) each get a
 `compute_eff` of their own on the kinds they name, the kind's other parameters shared; their rows
 stay out of the kind's own rows. A stack is fitted the way a kind is: on its `static` and
@@ -57,11 +59,20 @@ PRIOR = np.array([0.75, 0.5, 10e-6, 10e-6, 2e-3])
 PRIOR_WIDTH = np.array([0.5, 0.5, 100e-6, 100e-6, 10e-3])
 #: The robust loss (soft L1) treats log errors beyond ~0.2 (a fifth) as outliers.
 F_SCALE = 0.2
-#: The FP4 factor is fitted only on at least this many saturated FP4 runs (else it stays 1), with
-#: a weak pull towards 1 (FP4 as efficient as the other formats) of the same strength as above.
-MIN_FP4_ROWS = 4
-FP4_BOUNDS = (0.3, 1.5)
-FP4_PRIOR_WIDTH = 0.5
+#: The saturated step's parameters: (lower, upper, prior). Each is fitted only where at least
+#: MIN_SATURATED_ROWS of the kind's saturated runs inform it, with a weak pull towards its prior of
+#: the same strength as above: narrow formats as efficient as 16-bit ones; GPU collectives at 80%
+#: of link bandwidth (NCCL's all-reduce bus bandwidth reaches ~70-90% of NVLink's for large
+#: messages, less for small ones). Where no runs inform one it keeps its default, 1: a format as
+#: efficient as 16-bit, links at their datasheet bandwidth (TPU and SRAM transfers are scheduled
+#: by their compilers, and no published run says otherwise).
+SATURATED_PARAMS = {
+    "fp4_compute_factor": (0.3, 1.5, 1.0),
+    "fp8_compute_factor": (0.3, 1.5, 1.0),
+    "comm_eff": (0.1, 1.0, 0.8),
+}
+MIN_SATURATED_ROWS = 4
+SATURATED_PRIOR_WIDTH = 0.5
 #: A stack's compute efficiency is fitted only on at least this many of its rows, with a weak pull
 #: towards its kind's value (one unit of log error per factor of four). It may sit far below the
 #: kind's lower bound: Argonne's 2024 MI300X sweep ran its matmuls at ~3-4% of peak.
@@ -94,7 +105,7 @@ class KindFit:
     rows: tuple[str, ...]
     band_log: float
     mape: float
-    fp4_rows: tuple[str, ...] = ()
+    saturated_rows: tuple[str, ...] = ()
     stacks: tuple[StackFit, ...] = ()
     stacks_too_small: tuple[tuple[str, int], ...] = ()  # (stack, rows): not fitted apart (too few rows, or none of the kind's own)
 
@@ -226,25 +237,51 @@ def fitting_rows(cases: list[Case], apart: Apart = frozenset()) -> dict[str, lis
     return fitting | counted_rows(cases, ("throughput",), skip_kinds=frozenset(fitting), apart=apart)
 
 
-def runs_fp4(row: PreparedCase) -> bool:
-    return COMPUTE_FORMAT[row.deployment.weight_precision] == "fp4"
+def runs_format(row: PreparedCase, compute_format: str) -> bool:
+    return COMPUTE_FORMAT[row.deployment.weight_precision] == compute_format
 
 
-def fp4_rows(cases: list[Case], apart: Apart = frozenset()) -> dict[str, list[PreparedCase]]:
-    """Each kind's counted saturated runs whose matmuls run in FP4 (outside the stacks in `apart`),
-    for kinds with enough of them (MIN_FP4_ROWS): what its FP4 factor is fitted on."""
-    rows_by_kind = counted_rows(cases, ("throughput",), keep=runs_fp4, apart=apart)
-    return {kind: rows for kind, rows in rows_by_kind.items() if len(rows) >= MIN_FP4_ROWS}
+def saturated_rows(cases: list[Case], base: dict[str, list[PreparedCase]], apart: Apart = frozenset()) -> dict[str, list[PreparedCase]]:
+    """Each kind's counted saturated runs (outside the stacks in `apart`) where its own rows
+    (`base`) go through the cost model: what `fit_saturated` fits on. A kind fitted on its
+    saturated runs (the TPUs) has none left to fit more on."""
+    rows_by_kind = counted_rows(cases, ("throughput",), apart=apart)
+    return {kind: rows for kind, rows in rows_by_kind.items() if kind in base and through_cost_model(base[kind])}
 
 
-def fit_fp4_factor(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
-    """`base` with its FP4 factor fitted on `rows` (the other parameters held); unchanged on too few
-    rows (a leave-one-source-out fold may leave too few)."""
-    if len(rows) < MIN_FP4_ROWS:
+def saturated_params(rows: list[PreparedCase], base_rows: list[PreparedCase]) -> list[str]:
+    """The saturated-step parameters `rows` inform, MIN_SATURATED_ROWS runs each: FP4 matmuls;
+    FP8 matmuls, where the kind's own rows are mostly not FP8 (else its compute_eff is FP8's
+    already); collectives, on runs over more than one chip."""
+    informs = {
+        "fp4_compute_factor": lambda r: runs_format(r, "fp4"),
+        "fp8_compute_factor": lambda r: runs_format(r, "fp8"),
+        "comm_eff": lambda r: r.deployment.chips > 1,
+    }
+    names = [name for name, test in informs.items() if sum(map(test, rows)) >= MIN_SATURATED_ROWS]
+    if 2 * sum(runs_format(r, "fp8") for r in base_rows) >= len(base_rows):
+        names = [n for n in names if n != "fp8_compute_factor"]
+    return names
+
+
+def fit_saturated(base: Efficiency, rows: list[PreparedCase], base_rows: list[PreparedCase]) -> Efficiency:
+    """`base` with the saturated-step parameters that `rows` inform fitted on them, jointly (the
+    other parameters held); `base` unchanged where they inform none (a leave-one-source-out fold
+    may leave too few). A format factor never takes matmuls above peak."""
+    names = saturated_params(rows, base_rows)
+    if not names:
         return base
-    upper = min(FP4_BOUNDS[1], 0.95 / base.compute_eff)  # never above peak
-    return _fit_one(base, "fp4_compute_factor", rows, (FP4_BOUNDS[0], upper), min(0.9, upper * 0.99),
-                    lambda x: (x - 1.0) / FP4_PRIOR_WIDTH)
+    lower = [SATURATED_PARAMS[n][0] for n in names]
+    upper = [min(SATURATED_PARAMS[n][1], 0.95 / base.compute_eff) if n.endswith("_compute_factor") else SATURATED_PARAMS[n][1] for n in names]
+    prior = np.array([SATURATED_PARAMS[n][2] for n in names])
+    start = np.clip(prior, lower, np.array(upper) * 0.99)
+
+    def residuals(x: np.ndarray) -> np.ndarray:
+        eff = replace(base, **{n: float(v) for n, v in zip(names, x, strict=True)})
+        return np.concatenate([log_errors(eff, rows), (x - prior) / SATURATED_PRIOR_WIDTH])
+
+    fit = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=F_SCALE, **THROUGH_SIMULATOR)
+    return replace(base, **{n: float(v) for n, v in zip(names, fit.x, strict=True)})
 
 
 def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tuple[float, float], start: float,
@@ -297,17 +334,17 @@ def calibrate(cases: list[Case], track: Track | None = None, workers: int | None
     (None: all cores), `track` wrapping the loop over them (e.g. a progress bar)."""
     workers = worker_count(workers)
     fit = _FitInputs.of(cases)
-    jobs = [KindJob(kind, rows, fit.fp4.get(kind, []), fit.stacks_of(kind), fit.too_few(kind)) for kind, rows in sorted(fit.base.items())]
+    jobs = [KindJob(kind, rows, fit.saturated.get(kind, []), fit.stacks_of(kind), fit.too_few(kind)) for kind, rows in sorted(fit.base.items())]
     return {f.kind: f for f in in_order(KindJob.fit, jobs, workers, track, "fitting kinds")}
 
 
 @dataclass(frozen=True)
 class _FitInputs:
-    """The prepared rows of every step of a fit: each kind's own (`base`), its FP4 runs, and the
+    """The prepared rows of every step of a fit: each kind's own (`base`), its saturated runs, and the
     rows of each (kind, stack), fitted apart where there are enough (`apart`)."""
 
     base: dict[str, list[PreparedCase]]
-    fp4: dict[str, list[PreparedCase]]
+    saturated: dict[str, list[PreparedCase]]
     every_stack: dict[tuple[str, str], list[PreparedCase]]
     apart: Apart
 
@@ -319,7 +356,7 @@ class _FitInputs:
         if orphans := frozenset(key for key in apart if key[0] not in base):  # no rows of its kind's own to stand apart from
             apart -= orphans
             base = fitting_rows(cases, apart)
-        return cls(base, fp4_rows(cases, apart), every_stack, apart)
+        return cls(base, saturated_rows(cases, base, apart), every_stack, apart)
 
     def stacks_of(self, kind: str) -> dict[str, list[PreparedCase]]:
         return {stack: rows for (k, stack), rows in sorted(self.every_stack.items()) if (k, stack) in self.apart and k == kind}
@@ -336,24 +373,26 @@ def _apart(every_stack: dict[tuple[str, str], list[PreparedCase]]) -> Apart:
 
 @dataclass(frozen=True)
 class KindJob:
-    """What one kind's fit needs: its own rows, its FP4 runs, its stacks' runs (fitted apart), and
-    the stacks with too few runs to fit apart, with their count."""
+    """What one kind's fit needs: its own rows, its saturated runs, its stacks' runs (fitted apart),
+    and the stacks with too few runs to fit apart, with their count."""
 
     kind: str
     rows: list[PreparedCase]
-    fp4: list[PreparedCase]
+    saturated: list[PreparedCase]
     stacks: dict[str, list[PreparedCase]]
     too_few: tuple[tuple[str, int], ...]
 
     def fit(self) -> KindFit:
         base, joint = fit_jointly(self.rows, self.stacks)
-        eff = fit_fp4_factor(base, self.fp4)
+        eff = fit_saturated(base, self.saturated, self.rows)
+        informed = saturated_params(self.saturated, self.rows)
         stack_fits = []
         for stack, srows in self.stacks.items():
             seff = stack_efficiency(eff, joint, stack, srows)
             stack_fits.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
         return KindFit(self.kind, self.rows[0].chip.family, eff, tuple(r.case.id for r in self.rows), *_spread(eff, self.rows),
-                       fp4_rows=tuple(r.case.id for r in self.fp4), stacks=tuple(stack_fits), stacks_too_small=self.too_few)
+                       saturated_rows=tuple(r.case.id for r in self.saturated) if informed else (), stacks=tuple(stack_fits),
+                       stacks_too_small=self.too_few)
 
 
 def _spread(eff: Efficiency, rows: list[PreparedCase]) -> tuple[float, float]:
@@ -370,9 +409,10 @@ def leave_one_source_out(cases: list[Case], track: Track | None = None, workers:
     folds = []
     for kind, rows in fit.base.items():
         stacks = fit.stacks_of(kind)
-        fitted = _unique(rows + fit.fp4.get(kind, []) + [r for srows in stacks.values() for r in srows])
+        saturated = fit.saturated.get(kind, []) if saturated_params(fit.saturated.get(kind, []), rows) else []
+        fitted = _unique(rows + saturated + [r for srows in stacks.values() for r in srows])
         for source in sorted({r.case.source for r in fitted}):
-            folds.append(Fold(source, rows, fit.fp4.get(kind, []), stacks, [r for r in fitted if r.case.source == source]))
+            folds.append(Fold(source, rows, saturated, stacks, [r for r in fitted if r.case.source == source]))
     return [o for outcomes in in_order(Fold.outcomes, folds, workers, track, "leave one source out") for o in outcomes]
 
 
@@ -382,7 +422,7 @@ class Fold:
 
     source: str
     base: list[PreparedCase]
-    fp4: list[PreparedCase]
+    saturated: list[PreparedCase]
     stacks: dict[str, list[PreparedCase]]
     held: list[PreparedCase]
 
@@ -391,8 +431,8 @@ class Fold:
             return [r for r in rows if r.case.source != self.source]
 
         eff, joint = fit_jointly(kept(self.base), {name: kept(srows) for name, srows in self.stacks.items()})
-        if any(runs_fp4(r) for r in self.held):
-            eff = fit_fp4_factor(eff, kept(self.fp4))
+        if self.saturated:  # refitted without the source (the held rows' predictions depend on it)
+            eff = fit_saturated(eff, kept(self.saturated), kept(self.base))
         out = []
         for stack in sorted({r.stack for r in self.held}):
             # a stack with too few rows left (or none fitted apart) is predicted with the kind's fit
@@ -415,8 +455,10 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
         "method": "tokenfleet.validation.calibrate: soft-L1 least squares on log(predicted/measured) "
         "with a weak prior, static and per_user rows, trust != claim (kinds without such rows: "
         "their throughput rows, through the serving simulator, from the best point of a grid over "
-        "mem_eff and compute_eff); then fp4_compute_factor alone on "
-        "the kind's saturated FP4 throughput rows (fp4_rows), through the simulator; then, per "
+        "mem_eff and compute_eff); then, on the kind's saturated throughput rows (saturated_rows), "
+        "through the simulator, the others held, those of fp4_compute_factor, fp8_compute_factor "
+        "(where the kind's own rows are mostly not FP8) and comm_eff (runs on several chips) that "
+        "4 or more of them inform, jointly; then, per "
         "software stack of validation/data/stacks.yaml, its own compute_eff (stacks.<stack>.rows, "
         "out of the kind's own rows): on its static and per_user rows, jointly with the kind's "
         "parameters; for a stack with none, on its throughput rows, through the simulator, the "
@@ -428,7 +470,7 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
                 "band_log": round(f.band_log, 4),
                 "in_sample_mape": round(f.mape, 4),
                 "rows": list(f.rows),
-                **({"fp4_rows": list(f.fp4_rows)} if f.fp4_rows else {}),
+                **({"saturated_rows": list(f.saturated_rows)} if f.saturated_rows else {}),
                 **({"stacks": {st.stack: {"params": _rounded(st.efficiency), "band_log": round(st.band_log, 4),
                                           "in_sample_mape": round(st.mape, 4), "rows": list(st.rows)} for st in f.stacks}}
                    if f.stacks else {}),

@@ -114,11 +114,12 @@ def _mape_cells(groups: dict[str, list[float]]) -> dict[str, dict[str, Any]]:
 
 def fitted_row_ids() -> frozenset[str]:
     """Rows the shipped efficiency fit was made on (their error is in sample): each kind's own, its
-    FP4 factor's (`fp4_rows`) and its software stacks' (`stacks.<stack>.rows`)."""
+    saturated step's (`saturated_rows`; `fp4_rows` in fits written before it) and its software
+    stacks' (`stacks.<stack>.rows`)."""
     ids: set[str] = set()
     for entry in load_efficiency().get("kinds", {}).values():
         for fit in (entry, *entry.get("stacks", {}).values()):
-            ids.update(fit.get("rows", ()), fit.get("fp4_rows", ()))
+            ids.update(fit.get("rows", ()), fit.get("saturated_rows", ()), fit.get("fp4_rows", ()))
     return frozenset(ids)
 
 
