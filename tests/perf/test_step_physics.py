@@ -141,15 +141,22 @@ def test_collectives_move_bytes_at_the_fitted_share_of_link_bandwidth() -> None:
     assert half.step(big).latency_s > full.step(big).latency_s
 
 
-def test_the_shipped_fit_never_runs_above_a_peak() -> None:
-    """Every kind's (and stack's) fitted shares of peak compute, per format, bandwidth and links."""
-    from tokenfleet.perf.efficiency import efficiency_from_dict, load_efficiency
+def test_no_fit_runs_above_a_peak_and_a_user_fit_that_would_is_refused() -> None:
+    """Every shipped kind's (and stack's) shares of peak compute, per format, bandwidth and links
+    lie in (0, 1]; a user's fit with FP8 matmuls above peak is refused in one line naming it."""
+    from tokenfleet.errors import TokenfleetError
+    from tokenfleet.perf.efficiency import (
+        beyond_peak,
+        efficiency_from_dict,
+        load_efficiency,
+        parse_efficiency,
+    )
 
     for kind, entry in load_efficiency()["kinds"].items():
         for params in (entry["params"], *(stack["params"] for stack in entry.get("stacks", {}).values())):
-            e = efficiency_from_dict(params)
-            assert 0 < e.mem_eff <= 1 and 0 < e.comm_eff <= 1, kind
-            assert 0 < e.compute_eff * max(1.0, e.fp4_compute_factor, e.fp8_compute_factor) <= 1, kind
+            assert beyond_peak(efficiency_from_dict(params)) == "", kind
+    with pytest.raises(TokenfleetError, match="kinds.nvidia compute_eff x fp8_compute_factor = 1.2 is outside"):
+        parse_efficiency("kinds: {nvidia: {params: {compute_eff: 0.8, fp8_compute_factor: 1.5}}}", "mine.yaml")
 
 
 def test_a_hybrids_linear_layers_read_and_write_a_fixed_state_per_sequence_not_a_growing_cache() -> None:

@@ -81,7 +81,20 @@ def parse_efficiency(text: str, where: str) -> dict[str, Any]:
                               "(it needs kinds.<kind>.params with numbers); write it again") from exc
     if not kinds:
         raise TokenfleetError(f"efficiency file {where!r} fits no hardware kind; write it again with `tokenfleet calibrate --out`")
+    for kind, entry in kinds.items():
+        for fit in (entry, *entry.get("stacks", {}).values()):
+            if why := beyond_peak(efficiency_from_dict(fit["params"])):
+                raise TokenfleetError(f"efficiency file {where!r}: kinds.{kind} {why}: no step may beat its peak; fit it again")
     return data
+
+
+def beyond_peak(eff: Efficiency) -> str:
+    """What in a fit would run faster than the hardware's peak ('' if nothing): shares of peak
+    bandwidth, compute (per format) or link bandwidth above 1, or not above 0."""
+    shares = {"mem_eff": eff.mem_eff, "comm_eff": eff.comm_eff, "compute_eff": eff.compute_eff,
+              "compute_eff x fp4_compute_factor": eff.compute_eff * eff.fp4_compute_factor,
+              "compute_eff x fp8_compute_factor": eff.compute_eff * eff.fp8_compute_factor}
+    return next((f"{name} = {share:.3g} is outside (0, 1]" for name, share in shares.items() if not 0 < share <= 1), "")
 
 
 def efficiency_from_dict(values: dict[str, Any]) -> Efficiency:
