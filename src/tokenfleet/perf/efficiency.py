@@ -72,19 +72,16 @@ def parse_efficiency(text: str, where: str) -> dict[str, Any]:
     try:
         data: dict[str, Any] = yaml.safe_load(text)
         kinds = data["kinds"]
-        for entry in kinds.values():
-            for fit in (entry, *entry.get("stacks", {}).values()):
-                efficiency_from_dict(fit["params"])
-                float(fit.get("band_log", 0.5))
+        fits = [(kind, efficiency_from_dict(fit["params"]), float(fit.get("band_log", 0.5)))
+                for kind, entry in kinds.items() for fit in (entry, *entry.get("stacks", {}).values())]
     except (yaml.YAMLError, TypeError, KeyError, ValueError, AttributeError) as exc:
         raise TokenfleetError(f"efficiency file {where!r} is not a fit written by `tokenfleet calibrate --out` "
                               "(it needs kinds.<kind>.params with numbers); write it again") from exc
     if not kinds:
         raise TokenfleetError(f"efficiency file {where!r} fits no hardware kind; write it again with `tokenfleet calibrate --out`")
-    for kind, entry in kinds.items():
-        for fit in (entry, *entry.get("stacks", {}).values()):
-            if why := beyond_peak(efficiency_from_dict(fit["params"])):
-                raise TokenfleetError(f"efficiency file {where!r}: kinds.{kind} {why}: no step may beat its peak; fit it again")
+    for kind, eff, _ in fits:
+        if why := beyond_peak(eff):
+            raise TokenfleetError(f"efficiency file {where!r}: kinds.{kind} {why}: no step may beat its peak; fit it again")
     return data
 
 

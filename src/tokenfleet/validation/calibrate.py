@@ -243,10 +243,12 @@ def runs_format(row: PreparedCase, compute_format: str) -> bool:
 
 def saturated_rows(cases: list[Case], base: dict[str, list[PreparedCase]], apart: Apart = frozenset()) -> dict[str, list[PreparedCase]]:
     """Each kind's counted saturated runs (outside the stacks in `apart`) where its own rows
-    (`base`) go through the cost model: what `fit_saturated` fits on. A kind fitted on its
-    saturated runs (the TPUs) has none left to fit more on."""
+    (`base`) go through the cost model and the runs inform some saturated-step parameter: what
+    `fit_saturated` fits on. A kind fitted on its saturated runs (the TPUs) has none left to fit
+    more on."""
     rows_by_kind = counted_rows(cases, ("throughput",), apart=apart)
-    return {kind: rows for kind, rows in rows_by_kind.items() if kind in base and through_cost_model(base[kind])}
+    return {kind: rows for kind, rows in rows_by_kind.items()
+            if kind in base and through_cost_model(base[kind]) and saturated_params(rows, base[kind])}
 
 
 def saturated_params(rows: list[PreparedCase], base_rows: list[PreparedCase]) -> list[str]:
@@ -271,27 +273,25 @@ def fit_saturated(base: Efficiency, rows: list[PreparedCase], base_rows: list[Pr
     names = saturated_params(rows, base_rows)
     if not names:
         return base
-    lower = [SATURATED_PARAMS[n][0] for n in names]
-    upper = [min(SATURATED_PARAMS[n][1], 0.95 / base.compute_eff) if n.endswith("_compute_factor") else SATURATED_PARAMS[n][1] for n in names]
+    lower = np.array([SATURATED_PARAMS[n][0] for n in names])
+    upper = np.array([min(SATURATED_PARAMS[n][1], 0.95 / base.compute_eff) if n.endswith("_compute_factor") else SATURATED_PARAMS[n][1] for n in names])
     prior = np.array([SATURATED_PARAMS[n][2] for n in names])
-    start = np.clip(prior, lower, np.array(upper) * 0.99)
+    return _fit_through_simulator(base, names, rows, (lower, upper), np.clip(prior, lower, upper * 0.99),
+                                  lambda x: (x - prior) / SATURATED_PRIOR_WIDTH)
+
+
+def _fit_through_simulator(base: Efficiency, names: list[str], rows: list[PreparedCase], bounds: tuple[np.ndarray, np.ndarray],
+                           start: np.ndarray, prior: Callable[[np.ndarray], np.ndarray]) -> Efficiency:
+    """`base` with the parameters `names` fitted on `rows`, jointly, the others held (through the
+    simulator: few, coarse steps); `prior` gives the pull towards the prior, one term per name."""
+    def with_values(x: np.ndarray) -> Efficiency:
+        return replace(base, **{n: float(v) for n, v in zip(names, x, strict=True)})
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        eff = replace(base, **{n: float(v) for n, v in zip(names, x, strict=True)})
-        return np.concatenate([log_errors(eff, rows), (x - prior) / SATURATED_PRIOR_WIDTH])
+        return np.concatenate([log_errors(with_values(x), rows), prior(x)])
 
-    fit = least_squares(residuals, start, bounds=(lower, upper), loss="soft_l1", f_scale=F_SCALE, **THROUGH_SIMULATOR)
-    return replace(base, **{n: float(v) for n, v in zip(names, fit.x, strict=True)})
-
-
-def _fit_one(base: Efficiency, name: str, rows: list[PreparedCase], bounds: tuple[float, float], start: float,
-             prior: Callable[[float], float]) -> Efficiency:
-    """`base` with one parameter fitted on `rows` (through the simulator: few, coarse steps)."""
-    def residuals(x: np.ndarray) -> np.ndarray:
-        return np.append(log_errors(replace(base, **{name: float(x[0])}), rows), prior(float(x[0])))
-
-    fit = least_squares(residuals, [start], bounds=([bounds[0]], [bounds[1]]), loss="soft_l1", f_scale=F_SCALE, **THROUGH_SIMULATOR)
-    return replace(base, **{name: float(fit.x[0])})
+    fit = least_squares(residuals, start, bounds=bounds, loss="soft_l1", f_scale=F_SCALE, **THROUGH_SIMULATOR)
+    return with_values(fit.x)
 
 
 def stack_rows(cases: list[Case], min_rows: int = MIN_STACK_ROWS) -> dict[tuple[str, str], list[PreparedCase]]:
@@ -325,8 +325,8 @@ def fit_stack(base: Efficiency, rows: list[PreparedCase]) -> Efficiency:
     too few rows: a leave-one-source-out fold may leave too few)."""
     if len(rows) < MIN_STACK_ROWS:
         return base
-    return _fit_one(base, "compute_eff", rows, (STACK_COMPUTE_LOWER, float(UPPER[1])), base.compute_eff,
-                    lambda x: np.log(x / base.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH)
+    return _fit_through_simulator(base, ["compute_eff"], rows, (np.array([STACK_COMPUTE_LOWER]), np.array([UPPER[1]])),
+                                  np.array([base.compute_eff]), lambda x: np.log(x / base.compute_eff) / np.log(2) / STACK_PRIOR_WIDTH)
 
 
 def calibrate(cases: list[Case], track: Track | None = None, workers: int | None = 1) -> dict[str, KindFit]:
@@ -385,13 +385,12 @@ class KindJob:
     def fit(self) -> KindFit:
         base, joint = fit_jointly(self.rows, self.stacks)
         eff = fit_saturated(base, self.saturated, self.rows)
-        informed = saturated_params(self.saturated, self.rows)
         stack_fits = []
         for stack, srows in self.stacks.items():
             seff = stack_efficiency(eff, joint, stack, srows)
             stack_fits.append(StackFit(stack, seff, tuple(r.case.id for r in srows), *_spread(seff, srows)))
         return KindFit(self.kind, self.rows[0].chip.family, eff, tuple(r.case.id for r in self.rows), *_spread(eff, self.rows),
-                       saturated_rows=tuple(r.case.id for r in self.saturated) if informed else (), stacks=tuple(stack_fits),
+                       saturated_rows=tuple(r.case.id for r in self.saturated), stacks=tuple(stack_fits),
                        stacks_too_small=self.too_few)
 
 
@@ -409,7 +408,7 @@ def leave_one_source_out(cases: list[Case], track: Track | None = None, workers:
     folds = []
     for kind, rows in fit.base.items():
         stacks = fit.stacks_of(kind)
-        saturated = fit.saturated.get(kind, []) if saturated_params(fit.saturated.get(kind, []), rows) else []
+        saturated = fit.saturated.get(kind, [])
         fitted = _unique(rows + saturated + [r for srows in stacks.values() for r in srows])
         for source in sorted({r.case.source for r in fitted}):
             folds.append(Fold(source, rows, saturated, stacks, [r for r in fitted if r.case.source == source]))
