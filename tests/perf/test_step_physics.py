@@ -86,13 +86,43 @@ def test_sram_chip_keeps_weights_on_die_when_they_fit() -> None:
 
 
 @settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), chip=st.sampled_from(GPU_CHIPS), seqs=batches, overlaps=st.tuples(st.floats(0, 1), st.floats(0, 1)))
+def test_less_overlap_of_compute_and_memory_never_speeds_a_step_nor_beats_the_ideal_roofline(
+        model: str, chip: str, seqs: list[tuple[int, int]], overlaps: tuple[float, float]) -> None:
+    """overlap = 1 is the ideal per-operator roofline; any less hides less of the shorter leg, so
+    the step is slower or equal, and never slower than both legs run back to back."""
+    m, dep, b = get_model(model), deployment(chips=8, precision="fp8"), _shape(model, seqs)
+    less, more = sorted(overlaps)
+    t_less, t_more, ideal, serial = (StepModel(m, get_chip(chip), dep, Efficiency(overlap=o)).step(b).latency_s for o in (less, more, 1.0, 0.0))
+    assert ideal * (1 - 1e-12) <= t_more <= t_less * (1 + 1e-12) <= serial * (1 + 1e-12)
+
+
+def test_an_operator_at_its_ridge_point_pays_the_unhidden_share_of_its_shorter_leg() -> None:
+    """A decode batch sized so its matmuls' FLOPs and weight bytes take equal time: with overlap o
+    the matmuls cost (2 - o) x either leg."""
+    m, chip = get_model("llama-3.1-8b"), get_chip("h100-sxm")
+    lone = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0, moe_layer_overhead_s=0, step_overhead_s=0)
+    sm = StepModel(m, chip, deployment(precision="bf16"), lone)
+    ridge = batch_shape(m, [1] * 1, [1])
+    tokens = sm.weight_bytes(ridge) / chip.hbm_bytes_per_s * sm.format_flops_per_s / (sm.matmul_flops(ridge) / ridge.new_tokens)
+    at_ridge = batch_shape(m, [1] * round(tokens), [1] * round(tokens))
+    legs = sm.matmul_flops(at_ridge) / sm.format_flops_per_s, sm.weight_bytes(at_ridge) / chip.hbm_bytes_per_s
+    assert legs[0] == pytest.approx(legs[1], rel=0.01)
+    for o in (1.0, 0.5, 0.0):
+        t = StepModel(m, chip, deployment(precision="bf16"), replace(lone, overlap=o)).step(at_ridge)
+        attention = t.latency_s - (2 - o) * max(legs)
+        assert 0 <= attention < 0.05 * max(legs), o
+
+
+@settings(max_examples=60, deadline=None)
 @given(model=st.sampled_from([*MODELS, "gpt-oss-120b"]), chip=st.sampled_from(GPU_CHIPS), seqs=batches,
-       layout=st.sampled_from([(1, 1, 1), (8, 8, 1), (8, 4, 2), (8, 2, 4)]))
-def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: list[tuple[int, int]], layout: tuple[int, int, int]) -> None:
+       layout=st.sampled_from([(1, 1, 1), (8, 8, 1), (8, 4, 2), (8, 2, 4)]), overlap=st.sampled_from([1.0, 0.4, 0.0]))
+def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: list[tuple[int, int]], layout: tuple[int, int, int],
+                                                   overlap: float) -> None:
     """The simulator's per-step (`scalar`) and decode-run (`latency_energy`) paths are `step`."""
     chips, tp, pp = layout
     m = get_model(model)
-    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8"), Efficiency())
+    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8"), Efficiency(overlap=overlap))
     b = _shape(model, seqs)
     t = sm.step(b)
     args = (b.num_seqs, b.new_tokens, b.kv_tokens, b.kv_tokens_window, b.attn_pairs, b.attn_pairs_window)
@@ -157,6 +187,8 @@ def test_no_fit_runs_above_a_peak_and_a_user_fit_that_would_is_refused() -> None
             assert beyond_peak(efficiency_from_dict(params)) == "", kind
     with pytest.raises(TokenfleetError, match="kinds.nvidia compute_eff x fp8_compute_factor = 1.2 is outside"):
         parse_efficiency("kinds: {nvidia: {params: {compute_eff: 0.8, fp8_compute_factor: 1.5}}}", "mine.yaml")
+    with pytest.raises(TokenfleetError, match="kinds.nvidia overlap = 1.5 is outside"):
+        parse_efficiency("kinds: {nvidia: {params: {overlap: 1.5}}}", "mine.yaml")
 
 
 def test_a_hybrids_linear_layers_read_and_write_a_fixed_state_per_sequence_not_a_growing_cache() -> None:

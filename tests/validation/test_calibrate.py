@@ -2,6 +2,7 @@ from dataclasses import replace
 
 import numpy as np
 
+from tokenfleet.catalog.chips import get_chip
 from tokenfleet.perf.efficiency import calibration_for
 from tokenfleet.validation.calibrate import (
     MIN_SATURATED_ROWS,
@@ -33,6 +34,21 @@ def test_fitting_a_kind_brings_its_predictions_closer_to_the_measurements() -> N
     prior, fitted = prior_efficiency(), fit_rows(rows)
     assert np.abs(log_errors(fitted, rows)).sum() < np.abs(log_errors(prior, rows)).sum()
     assert 0 < fitted.mem_eff <= 1 and 0 < fitted.compute_eff <= 1
+
+
+def test_gpus_hold_the_measured_overlap_of_compute_and_memory_and_other_kinds_the_ideal_roofline() -> None:
+    """`overlap` is not fitted: GPU kinds hold the value measured on GEMM sweeps (HELD), whatever
+    their rows; a kind without a measurement keeps the ideal roofline's 1."""
+    from tokenfleet.validation.calibrate import HELD
+
+    rows = fitting_rows(_cases("mi300x", "h100-sxm", "sambanova-sn40l"))
+    assert 0 < HELD["nvidia"]["overlap"] < 1 and 0 < HELD["amd"]["overlap"] < 1
+    assert fit_rows(rows["nvidia"]).overlap == HELD["nvidia"]["overlap"]
+    assert fit_rows(rows["amd"]).overlap == HELD["amd"]["overlap"]
+    assert fit_rows(rows["sambanova-sn40l"]).overlap == 1.0
+    for chip in ("h200-sxm", "mi325x", "tpu-v7", "groq-lpu"):  # and so does the shipped fit
+        spec = get_chip(chip)
+        assert calibration_for(spec).efficiency.overlap == HELD.get(spec.family, {}).get("overlap", 1.0), chip
 
 
 def test_the_saturated_step_fits_what_single_chip_fp4_runs_inform_and_brings_them_closer() -> None:
@@ -166,6 +182,7 @@ def test_a_kind_fitted_through_the_simulator_starts_from_a_grid_so_a_stepped_res
         def __init__(self, tok_s_per_step: float, measured: float) -> None:
             self.tok_s_per_step = tok_s_per_step
             self.case = SimpleNamespace(scenario="throughput", value=measured, id="T")
+            self.chip = SimpleNamespace(family="tpu")
 
         def predict(self, eff) -> float:
             return self.tok_s_per_step * np.floor(eff.mem_eff * 20)

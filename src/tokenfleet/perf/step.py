@@ -56,6 +56,7 @@ class Efficiency:
     fp4_compute_factor: float = 1.0  # FP4 matmuls reach this share of compute_eff (see calibrate.py)
     fp8_compute_factor: float = 1.0  # FP8 matmuls reach this share of compute_eff (see calibrate.py)
     comm_eff: float = 1.0  # achieved / peak link bandwidth in collectives and pipeline hops
+    overlap: float = 1.0  # share of an operator's shorter roofline leg hidden under the longer (see `_roof`)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,14 @@ class StepTime:
             "overhead": float(np.mean(self.overhead_s)),
         }
         return max(parts, key=lambda k: parts[k])
+
+
+def _roof(compute_s: Num, memory_s: Num, overlap: float) -> Num:
+    """One operator's time from its compute and memory legs: the longer leg plus the part of the
+    shorter one not hidden under it. overlap = 1 is the ideal roofline (max); below 1 an operator
+    near its ridge point, where both legs are long, runs slower than either roofline alone, as
+    measured GEMMs and attention kernels do (they reach both peaks only far from the ridge)."""
+    return compute_s + memory_s - overlap * np.minimum(compute_s, memory_s)
 
 
 class StepModel:
@@ -266,7 +275,9 @@ class StepModel:
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
         attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
         kv = kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs
-        roof = (matmul if matmul > weights else weights) + (attn if attn > kv else kv)
+        hidden = self.eff.overlap
+        roof = (matmul + weights - hidden * (weights if matmul > weights else matmul)
+                + attn + kv - hidden * (kv if attn > kv else attn))
         stage = roof + comm0 + comm1 * new_tokens + fixed
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
         latency = d.pp * stage + (d.pp - 1) * hop + self.eff.step_overhead_s
@@ -281,7 +292,7 @@ class StepModel:
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
         attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
         kv = kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window + state * num_seqs
-        roof = max(matmul, weights) + np.maximum(attn, kv)
+        roof = _roof(matmul, weights, self.eff.overlap) + _roof(attn, kv, self.eff.overlap)
         stage = roof + (comm0 + comm1 * new_tokens + fixed)
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
         latency = d.pp * stage + ((d.pp - 1) * hop + self.eff.step_overhead_s)
@@ -297,7 +308,7 @@ class StepModel:
         w_bytes, kv, state = self.weight_bytes(b), self.kv_bytes(b), self.state_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
         kv_mem = (kv / self.kv_shards + state / self.state_shards) / (self.kv_bw * e.mem_eff)
-        roof = np.maximum(matmul, weight_mem) + np.maximum(attn, kv_mem)  # per-operator roofline
+        roof = _roof(matmul, weight_mem, e.overlap) + _roof(attn, kv_mem, e.overlap)  # per-operator roofline
         flops, compute = matmul_flops + attn_flops, matmul + attn
         comm = self.comm_s(b)
         fixed = (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp

@@ -79,6 +79,17 @@ SATURATED_PRIOR_WIDTH = 0.5
 MIN_STACK_ROWS = 3
 STACK_PRIOR_WIDTH = 2.0
 STACK_COMPUTE_LOWER = 0.01
+#: Parameters held, not fitted, per family. `overlap`: the share of an operator's shorter roofline
+#: leg hidden under its longer one (`perf.step._roof`). A fit cannot pin it: the static and
+#: per_user rows sit far from the ridge point (batch-1 decode, long prefills), and fitted freely
+#: it stays at the start's 0.94-1.0 while the rows barely move. On GPUs it is measured instead:
+#: an H100 FP8 GEMM sweep (inference-sim/inference-sim bench_data/gemm/h100/data.csv @9da9978,
+#: M = 8-32768 over eight LLM weight shapes, K 2048-8192, N 6144-11008), with each leg at its
+#: achieved rate (the large-M plateau, ~1.25-1.29 PFLOP/s; the small-M weight read, 1.4-2.1
+#: TB/s), fits an overlap of 0.79-0.88 per shape (0.83 on average; 0.5-0.7 at the ridge itself).
+#: AMD's GPUs are assumed alike (no sweep found). TPUs and SRAM chips, whose compilers schedule
+#: transfers and with no published sweep, keep the ideal roofline, 1.
+HELD = {"nvidia": {"overlap": 0.8}, "amd": {"overlap": 0.8}}
 #: Points per axis of `_grid_start`'s grid (log-spaced between the bounds).
 GRID_POINTS = 6
 #: least_squares settings for a fit through the simulator: steps wide enough to cross the plateaus
@@ -110,8 +121,13 @@ class KindFit:
     stacks_too_small: tuple[tuple[str, int], ...] = ()  # (stack, rows): not fitted apart (too few rows, or none of the kind's own)
 
 
-def _vector_to_eff(x: np.ndarray) -> Efficiency:
-    return Efficiency(**{name: float(v) for name, v in zip(PARAMS, x, strict=True)})
+def _vector_to_eff(x: np.ndarray, held: dict[str, float] | None = None) -> Efficiency:
+    return Efficiency(**(held or {}), **{name: float(v) for name, v in zip(PARAMS, x, strict=True)})
+
+
+def held_for(rows: list[PreparedCase]) -> dict[str, float]:
+    """The parameters held for the family of `rows` (all of one kind) (HELD)."""
+    return HELD.get(rows[0].chip.family, {}) if rows else {}
 
 
 def prior_efficiency() -> Efficiency:
@@ -124,7 +140,7 @@ def log_errors(eff: Efficiency, rows: list[PreparedCase]) -> np.ndarray:
 
 
 def _residuals(x: np.ndarray, rows: list[PreparedCase]) -> np.ndarray:
-    return np.concatenate([log_errors(_vector_to_eff(x), rows), (x - PRIOR) / PRIOR_WIDTH])
+    return np.concatenate([log_errors(_vector_to_eff(x, held_for(rows)), rows), (x - PRIOR) / PRIOR_WIDTH])
 
 
 def fit_rows(rows: list[PreparedCase]) -> Efficiency:
@@ -138,7 +154,7 @@ def fit_rows(rows: list[PreparedCase]) -> Efficiency:
     else:
         start, steps = _grid_start(rows), THROUGH_SIMULATOR
     fit = least_squares(_residuals, start, args=(rows,), bounds=(LOWER, UPPER), x_scale=SCALE, loss="soft_l1", f_scale=F_SCALE, **steps)
-    return _vector_to_eff(fit.x)
+    return _vector_to_eff(fit.x, held_for(rows))
 
 
 def _soft_l1(residuals: np.ndarray) -> float:
@@ -167,8 +183,10 @@ def fit_jointly(rows: list[PreparedCase], stacks: dict[str, list[PreparedCase]])
     if not stacks:
         return alone, {}
 
+    held = held_for(rows or [r for srows in stacks.values() for r in srows])
+
     def fits(x: np.ndarray) -> tuple[Efficiency, list[Efficiency]]:
-        eff = _vector_to_eff(x[: len(PARAMS)])
+        eff = _vector_to_eff(x[: len(PARAMS)], held)
         return eff, [replace(eff, compute_eff=float(c)) for c in x[len(PARAMS):]]
 
     def residuals(x: np.ndarray) -> np.ndarray:
@@ -461,7 +479,7 @@ def write_efficiency(fits: dict[str, KindFit], cases_path: Path, out: Path) -> N
         "software stack of validation/data/stacks.yaml, its own compute_eff (stacks.<stack>.rows, "
         "out of the kind's own rows): on its static and per_user rows, jointly with the kind's "
         "parameters; for a stack with none, on its throughput rows, through the simulator, the "
-        "kind's other parameters held",
+        "kind's other parameters held; overlap held per family (calibrate.HELD, from a measured GEMM sweep)",
         "kinds": {
             f.kind: {
                 "family": f.family,

@@ -230,7 +230,7 @@ def beyond(metric: str, value: float, bound: float) -> bool:
 
 #: The physical bound of a deployment: every byte at peak bandwidth, every FLOP at peak compute,
 #: no fixed overhead, and (see `free_links`) communication for free.
-PEAK = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0.0, moe_layer_overhead_s=0.0, step_overhead_s=0.0)
+PEAK = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0.0, moe_layer_overhead_s=0.0, step_overhead_s=0.0, overlap=1.0)
 
 
 def free_links(chip: ChipSpec) -> ChipSpec:
