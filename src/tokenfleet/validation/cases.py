@@ -134,8 +134,13 @@ def _int(text: str, default: int) -> int:
 
 
 def precision_for(case: Case, chip: ChipSpec) -> str:
+    """The row's weight format; where it says `unknown`, the one its submitter's published config
+    quantises to (`data/engine_settings.yaml`), else the default of its chip's era (DEFAULT_PRECISION)."""
     if case.precision and case.precision != "unknown":
         return {"fp16": "bf16"}.get(case.precision, case.precision)
+    engine = engine_settings(case.id, case.hardware)
+    if engine is not None and engine.weight_precision:
+        return engine.weight_precision
     return DEFAULT_PRECISION.get(chip.id, DEFAULT_PRECISION[chip.family])
 
 

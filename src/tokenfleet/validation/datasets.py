@@ -16,7 +16,9 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+
+from tokenfleet.perf.precision import check_precision
 
 _DATA = resources.files("tokenfleet.validation").joinpath("data")
 
@@ -84,8 +86,16 @@ class EngineSettings(BaseModel):
     batch_scheduler_policy: Literal["max_util", "guaranteed_no_evict"] | None = Field(
         default=None, description="TensorRT-LLM's capacity policy: max_util admits while blocks last and pauses "
         "requests when they run out; guaranteed_no_evict (its default) reserves each request's whole output")
+    weight_precision: str | None = Field(
+        default=None, description="the weight format the config quantises to, where the row does not say it and it is not "
+        "the chip's default (a mixed-precision search: its average bits' nearest format)")
     source: str
     inferred: str = ""  # where the source has several configs for the system: why this one
+
+    @field_validator("weight_precision")
+    @classmethod
+    def _known_format(cls, value: str | None) -> str | None:
+        return None if value is None else check_precision(value, "weight_precision")
 
 
 @functools.cache
