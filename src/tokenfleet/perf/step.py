@@ -143,7 +143,7 @@ def _roof(compute_s: Num, memory_s: Num, overlap: float) -> Num:
     """One operator's time from its compute and memory legs: the longer leg plus the part of the
     shorter one not hidden under it. overlap = 1 is the ideal roofline (max); below 1 an operator
     near its ridge point, where both legs are long, runs slower than either roofline alone, as
-    measured GEMMs and attention kernels do (they reach both peaks only far from the ridge)."""
+    measured GEMMs do (they reach both peaks only far from the ridge; see calibrate.HELD)."""
     return compute_s + memory_s - overlap * np.minimum(compute_s, memory_s)
 
 

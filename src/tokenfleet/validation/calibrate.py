@@ -81,11 +81,12 @@ STACK_PRIOR_WIDTH = 2.0
 STACK_COMPUTE_LOWER = 0.01
 #: Parameters held, not fitted, per family. `overlap`: the share of an operator's shorter roofline
 #: leg hidden under its longer one (`perf.step._roof`). A fit cannot pin it: the static and
-#: per_user rows sit far from the ridge point (batch-1 decode, long prefills), and fitted freely
-#: it stays at the start's 0.94-1.0 while the rows barely move. On GPUs it is measured instead:
+#: per_user rows sit far from the ridge point (batch-1 decode, long prefills): fitted freely (from
+#: 0.5 or from 1) it ends at 0.94-1.0, yet held at 0.5 they score no worse (NVIDIA 9.9% against
+#: 10.3%). On GPUs it is measured instead:
 #: an H100 FP8 GEMM sweep (inference-sim/inference-sim bench_data/gemm/h100/data.csv @9da9978,
 #: M = 8-32768 over eight LLM weight shapes, K 2048-8192, N 6144-11008), with each leg at its
-#: achieved rate (the large-M plateau, ~1.25-1.29 PFLOP/s; the small-M weight read, 1.4-2.1
+#: achieved rate (the large-M plateau, 1.24-1.29 PFLOP/s; the small-M weight read, 1.4-2.1
 #: TB/s), fits an overlap of 0.79-0.88 per shape (0.83 on average; 0.5-0.7 at the ridge itself).
 #: AMD's GPUs are assumed alike (no sweep found). TPUs and SRAM chips, whose compilers schedule
 #: transfers and with no published sweep, keep the ideal roofline, 1.
