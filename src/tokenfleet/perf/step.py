@@ -275,7 +275,7 @@ class StepModel:
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
         attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
         kv = kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs
-        hidden = self.eff.overlap
+        hidden = self.eff.overlap  # `_roof` twice, in plain floats (numpy's minimum would dominate this path)
         roof = (matmul + weights - hidden * (weights if matmul > weights else matmul)
                 + attn + kv - hidden * (kv if attn > kv else attn))
         stage = roof + comm0 + comm1 * new_tokens + fixed
