@@ -97,6 +97,24 @@ def test_less_overlap_of_compute_and_memory_never_speeds_a_step_nor_beats_the_id
     assert ideal * (1 - 1e-12) <= t_more <= t_less * (1 + 1e-12) <= serial * (1 + 1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(model=st.sampled_from(MODELS), chip=st.sampled_from(sorted(all_chips())), seqs=batches,
+       layout=st.sampled_from([(8, 8, 1), (8, 2, 4), (16, 4, 4)]), factors=st.tuples(st.floats(0, 10), st.floats(0, 10)))
+def test_a_slower_link_never_speeds_a_step_and_free_links_pay_only_bandwidth(
+        model: str, chip: str, seqs: list[tuple[int, int]], layout: tuple[int, int, int], factors: tuple[float, float]) -> None:
+    """`link_latency_factor` scales the catalog's link latency that each collective step and
+    pipeline hop pays: a larger one never makes a step faster, and at 0 a step on several chips
+    still pays its collectives' bytes over the links."""
+    chips, tp, pp = layout
+    m, b = get_model(model), _shape(model, seqs)
+    dep = deployment(chips=chips, tp=tp, pp=pp, precision="fp8")
+    lo, hi = sorted(factors)
+    fast, slow = (StepModel(m, get_chip(chip), dep, Efficiency(link_latency_factor=f)).step(b) for f in (lo, hi))
+    assert fast.latency_s <= slow.latency_s * (1 + 1e-12)
+    free = StepModel(m, get_chip(chip), dep, Efficiency(link_latency_factor=0.0))
+    assert free.comm_s(b) > 0 and free.link_lat == 0.0
+
+
 def test_an_operator_at_its_ridge_point_pays_the_unhidden_share_of_its_shorter_leg() -> None:
     """A decode batch sized so its matmuls' FLOPs and weight bytes take equal time: with overlap o
     the matmuls cost (2 - o) x either leg."""
@@ -116,13 +134,15 @@ def test_an_operator_at_its_ridge_point_pays_the_unhidden_share_of_its_shorter_l
 
 @settings(max_examples=60, deadline=None)
 @given(model=st.sampled_from([*MODELS, "gpt-oss-120b"]), chip=st.sampled_from(GPU_CHIPS), seqs=batches,
-       layout=st.sampled_from([(1, 1, 1), (8, 8, 1), (8, 4, 2), (8, 2, 4)]), overlap=st.sampled_from([1.0, 0.4, 0.0]))
+       layout=st.sampled_from([(1, 1, 1), (8, 8, 1), (8, 4, 2), (8, 2, 4)]), overlap=st.sampled_from([1.0, 0.4, 0.0]),
+       latency=st.sampled_from([1.0, 0.0, 3.0]))
 def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: list[tuple[int, int]], layout: tuple[int, int, int],
-                                                   overlap: float) -> None:
+                                                   overlap: float, latency: float) -> None:
     """The simulator's per-step (`scalar`) and decode-run (`latency_energy`) paths are `step`."""
     chips, tp, pp = layout
     m = get_model(model)
-    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8"), Efficiency(overlap=overlap))
+    eff = Efficiency(overlap=overlap, link_latency_factor=latency)
+    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8"), eff)
     b = _shape(model, seqs)
     t = sm.step(b)
     args = (b.num_seqs, b.new_tokens, b.kv_tokens, b.kv_tokens_window, b.attn_pairs, b.attn_pairs_window)
@@ -189,6 +209,8 @@ def test_no_fit_runs_above_a_peak_and_a_user_fit_that_would_is_refused() -> None
         parse_efficiency("kinds: {nvidia: {params: {compute_eff: 0.8, fp8_compute_factor: 1.5}}}", "mine.yaml")
     with pytest.raises(TokenfleetError, match="kinds.nvidia overlap = 1.5 is outside"):
         parse_efficiency("kinds: {nvidia: {params: {overlap: 1.5}}}", "mine.yaml")
+    with pytest.raises(TokenfleetError, match="kinds.nvidia link_latency_factor = -0.5 is below 0"):
+        parse_efficiency("kinds: {nvidia: {params: {link_latency_factor: -0.5}}}", "mine.yaml")
 
 
 def test_a_hybrids_linear_layers_read_and_write_a_fixed_state_per_sequence_not_a_growing_cache() -> None:

@@ -1,9 +1,11 @@
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from tokenfleet.catalog.chips import get_chip
 from tokenfleet.perf.efficiency import calibration_for
+from tokenfleet.validation import calibrate
 from tokenfleet.validation.calibrate import (
     MIN_SATURATED_ROWS,
     fit_rows,
@@ -49,6 +51,24 @@ def test_gpus_hold_the_measured_overlap_of_compute_and_memory_and_other_kinds_th
     for chip in ("h200-sxm", "mi325x", "tpu-v7", "groq-lpu"):  # and so does the shipped fit
         spec = get_chip(chip)
         assert calibration_for(spec).efficiency.overlap == HELD.get(spec.family, {}).get("overlap", 1.0), chip
+
+
+def test_a_kinds_link_latency_is_fitted_where_its_rows_span_several_chips_and_held_where_none_do(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The catalog's link latencies are mostly estimates; a kind's rows on several chips at small
+    batches (SambaNova's: TP8 and TP16 at batch 1-16) say what each collective step really costs,
+    while rows on one chip say nothing and leave the catalog's value."""
+    rows = fitting_rows(_cases("sambanova-sn40l", "h100-sxm"))
+    sn40l = rows["sambanova-sn40l"]
+    fitted = fit_rows(sn40l)
+    i = calibrate.PARAMS.index("link_latency_factor")
+    monkeypatch.setattr(calibrate, "LOWER", np.where(np.arange(len(calibrate.PARAMS)) == i, 1.0, calibrate.LOWER))
+    monkeypatch.setattr(calibrate, "UPPER", np.where(np.arange(len(calibrate.PARAMS)) == i, 1.0 + 1e-9, calibrate.UPPER))
+    at_catalog = fit_rows(sn40l)  # everything else refitted, the latency held at the catalog's
+    assert fitted.link_latency_factor < 0.5 and at_catalog.link_latency_factor == pytest.approx(1.0)
+    assert np.abs(log_errors(fitted, sn40l)).mean() < np.abs(log_errors(at_catalog, sn40l)).mean()
+    monkeypatch.undo()
+    one_chip = [r for r in rows["nvidia"] if r.deployment.chips == 1]
+    assert len(one_chip) >= 5 and fit_rows(one_chip).link_latency_factor == pytest.approx(1.0)
 
 
 def test_the_saturated_step_fits_what_single_chip_fp4_runs_inform_and_brings_them_closer() -> None:

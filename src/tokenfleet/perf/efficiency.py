@@ -88,13 +88,17 @@ def parse_efficiency(text: str, where: str) -> dict[str, Any]:
 def beyond_peak(eff: Efficiency) -> str:
     """What in a fit would run faster than the hardware's peak ('' if nothing): shares of peak
     bandwidth, compute (per format) or link bandwidth above 1, or not above 0; an overlap of an
-    operator's compute and memory legs outside [0, 1]."""
+    operator's compute and memory legs outside [0, 1]; a negative link latency."""
     shares = {"mem_eff": eff.mem_eff, "comm_eff": eff.comm_eff, "compute_eff": eff.compute_eff,
               "compute_eff x fp4_compute_factor": eff.compute_eff * eff.fp4_compute_factor,
               "compute_eff x fp8_compute_factor": eff.compute_eff * eff.fp8_compute_factor}
     beyond = next((f"{name} = {share:.3g} is outside (0, 1]" for name, share in shares.items() if not 0 < share <= 1), "")
     # overlap above 1 would hide more than an operator's shorter leg: faster than its roofline
-    return beyond or ("" if 0 <= eff.overlap <= 1 else f"overlap = {eff.overlap:.3g} is outside [0, 1]")
+    if not beyond and not 0 <= eff.overlap <= 1:
+        beyond = f"overlap = {eff.overlap:.3g} is outside [0, 1]"
+    if not beyond and eff.link_latency_factor < 0:  # a negative latency would hand time back
+        beyond = f"link_latency_factor = {eff.link_latency_factor:.3g} is below 0"
+    return beyond
 
 
 def efficiency_from_dict(values: dict[str, Any]) -> Efficiency:

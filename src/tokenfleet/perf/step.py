@@ -56,6 +56,7 @@ class Efficiency:
     fp4_compute_factor: float = 1.0  # FP4 matmuls reach this share of compute_eff (see calibrate.py)
     fp8_compute_factor: float = 1.0  # FP8 matmuls reach this share of compute_eff (see calibrate.py)
     comm_eff: float = 1.0  # achieved / peak link bandwidth in collectives and pipeline hops
+    link_latency_factor: float = 1.0  # achieved / catalog link latency, per collective step and pipeline hop
     overlap: float = 1.0  # share of an operator's shorter roofline leg hidden under the longer (see `_roof`)
 
 
@@ -175,7 +176,7 @@ class StepModel:
         self.kv_bw = chip.sram_bytes_per_s if self.memory.kv_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_shards = kv_shards(model, dep)
         self.link_bw = (chip.link_bytes_per_s or 1e9) * eff.comm_eff
-        self.link_lat = chip.link_latency_s
+        self.link_lat = chip.link_latency_s * eff.link_latency_factor
         self._scalar = self._scalar_coefficients()
 
     # --- roofline terms (whole replica, then per chip) -----------------------------------
