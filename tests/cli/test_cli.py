@@ -62,6 +62,8 @@ def test_validate_json_shape(tmp_path) -> None:
         (["predict", "-m", "llama-3.1-70b", "-H", "h100-sxm", "--tp", "3"], "does not divide llama-3.1-70b's 64 attention heads"),
         (["predict", "-m", "llama-3.1-70b", "-H", "h100-sxm", "--chips", "1000"], "use at most 640 chips"),
         (["predict", "-m", "llama-3.1-70b", "-H", "h100-sxm", "--chips", "8", "--ep", "2"], "is dense: drop --ep"),
+        (["predict", "-m", "llama-3.1-70b", "-H", "h100-sxm", "--chips", "8", "--attn-dp"], "is dense: drop --attn-dp"),
+        (["predict", "-m", "deepseek-v3", "-H", "h100-sxm", "--chips", "8", "--precision", "fp8", "--attn-dp"], "does not fit: needs"),
         (["predict", "-m", "mixtral-8x7b", "-H", "h100-sxm", "--chips", "4", "--ep", "8"], "--ep 8 must divide"),
         (["predict", "-m", "llama-3.1-8b", "-H", "h100-sxm", "--tp", "0"], "--tp must be a positive integer"),
         (["compare", "-m", "llama-2-7b", "--input", "4000", "--output", "200"], "exceed llama-2-7b's 4,096-token context window"),

@@ -92,3 +92,20 @@ def test_kv_cache_formats_are_tried_beside_each_weight_format() -> None:
     assert len(both.formats()) == 4
     deps, _ = deployments_for(get_model("llama-3.1-8b"), get_chip("h100-sxm"), both, 8000)
     assert {(d.weight_precision, d.kv_precision) for d in deps} == set(both.formats())
+
+
+def test_moe_models_on_gpus_are_also_tried_with_attention_dp() -> None:
+    """Serving engines offer attention DP for MoE models on GPUs (it multiplies an MLA model's KV
+    room); the planner tries it beside tensor and expert parallelism, and nowhere else."""
+    from tokenfleet.catalog.chips import get_chip
+    from tokenfleet.catalog.models import get_model
+    from tokenfleet.fleet.candidates import deployments_for
+
+    def shapes(model: str, chip: str) -> list[tuple[int, int, bool]]:
+        entry = parse_plan(tiny_plan(hardware=[{"chip": chip, "precisions": ["fp8"]}])).hardware[0]
+        return [(d.chips, d.ep, d.attn_dp) for d in deployments_for(get_model(model), get_chip(chip), entry, 8000)[0]]
+
+    deepseek = shapes("deepseek-v3", "h200-sxm")
+    assert (8, 8, True) in deepseek and (8, 8, False) in deepseek and (8, 1, False) in deepseek
+    assert not any(adp for *_, adp in shapes("llama-3.1-70b", "h200-sxm"))
+    assert not any(adp for *_, adp in shapes("qwen3-235b-a22b", "tpu-v6e"))

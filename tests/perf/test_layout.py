@@ -31,3 +31,13 @@ def test_expert_parallelism_needs_experts_it_can_divide() -> None:
     assert "is dense" in str(parallelism_problem(get_model("llama-3.1-8b"), tpu, Deployment(chips=2, tp=2, pp=1, ep=2)))
     assert "8 experts" in str(parallelism_problem(get_model("mixtral-8x7b"), tpu, Deployment(chips=6, tp=6, pp=1, ep=3)))
     assert layout(get_model("mixtral-8x7b"), get_chip("h100-sxm"), 8, ep=8).ep == 8
+
+
+def test_attention_dp_is_for_moe_models_and_splits_sequences_not_heads() -> None:
+    h100 = get_chip("h100-sxm")
+    dense = Deployment(chips=8, tp=8, pp=1, attn_dp=True)
+    assert "mixture-of-experts" in (parallelism_problem(get_model("llama-3.1-70b"), h100, dense) or "")
+    # Qwen3-235B has 4 KV heads: TP 8 replicates them; attention DP needs no head rule at all
+    assert parallelism_problem(get_model("qwen3-235b-a22b"), h100, Deployment(chips=6, tp=6, pp=1)) is not None
+    assert parallelism_problem(get_model("qwen3-235b-a22b"), h100, Deployment(chips=6, tp=6, pp=1, attn_dp=True)) is None
+    assert "attention-DP" in Deployment(chips=8, tp=8, pp=1, attn_dp=True).describe()

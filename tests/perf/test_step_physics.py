@@ -13,6 +13,7 @@ from tests.conftest import deployment
 from tokenfleet.catalog import all_chips, get_chip, get_model
 from tokenfleet.catalog.chips import Figure
 from tokenfleet.perf import Efficiency, StepModel, batch_shape
+from tokenfleet.perf.memory import plan_memory
 
 MODELS = ["llama-3.1-8b", "mixtral-8x7b", "gpt-oss-20b", "deepseek-v3", "qwen3-next-80b-a3b"]
 GPU_CHIPS = sorted(c for c, spec in all_chips().items() if spec.family != "sram")
@@ -36,10 +37,10 @@ def _scaled(chip_id: str, key: str, factor: float):  # type: ignore[no-untyped-d
 
 
 @settings(max_examples=60, deadline=None)
-@given(model=st.sampled_from(MODELS), chip=st.sampled_from(GPU_CHIPS), seqs=batches)
-def test_no_step_beats_its_bytes_over_bandwidth_or_flops_over_peak(model: str, chip: str, seqs: list[tuple[int, int]]) -> None:
+@given(model=st.sampled_from(MODELS), chip=st.sampled_from(GPU_CHIPS), seqs=batches, attn_dp=st.booleans())
+def test_no_step_beats_its_bytes_over_bandwidth_or_flops_over_peak(model: str, chip: str, seqs: list[tuple[int, int]], attn_dp: bool) -> None:
     m, c = get_model(model), get_chip(chip)
-    dep = deployment(chips=8, precision="fp8")
+    dep = deployment(chips=8, precision="fp8", attn_dp=attn_dp)
     sm = StepModel(m, c, dep, Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0, moe_layer_overhead_s=0, step_overhead_s=0))
     b = _shape(model, seqs)
     t = sm.step(b)
@@ -135,14 +136,14 @@ def test_an_operator_at_its_ridge_point_pays_the_unhidden_share_of_its_shorter_l
 @settings(max_examples=60, deadline=None)
 @given(model=st.sampled_from([*MODELS, "gpt-oss-120b"]), chip=st.sampled_from(GPU_CHIPS), seqs=batches,
        layout=st.sampled_from([(1, 1, 1), (8, 8, 1), (8, 4, 2), (8, 2, 4)]), overlap=st.sampled_from([1.0, 0.4, 0.0]),
-       latency=st.sampled_from([1.0, 0.0, 3.0]))
+       latency=st.sampled_from([1.0, 0.0, 3.0]), attn_dp=st.booleans())
 def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: list[tuple[int, int]], layout: tuple[int, int, int],
-                                                   overlap: float, latency: float) -> None:
+                                                   overlap: float, latency: float, attn_dp: bool) -> None:
     """The simulator's per-step (`scalar`) and decode-run (`latency_energy`) paths are `step`."""
     chips, tp, pp = layout
     m = get_model(model)
     eff = Efficiency(overlap=overlap, link_latency_factor=latency)
-    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8"), eff)
+    sm = StepModel(m, get_chip(chip), deployment(chips=chips, tp=tp, pp=pp, precision="fp8", attn_dp=attn_dp), eff)
     b = _shape(model, seqs)
     t = sm.step(b)
     args = (b.num_seqs, b.new_tokens, b.kv_tokens, b.kv_tokens_window, b.attn_pairs, b.attn_pairs_window)
@@ -225,3 +226,44 @@ def test_a_hybrids_linear_layers_read_and_write_a_fixed_state_per_sequence_not_a
     assert sm.kv_bytes(long) - sm.kv_bytes(short) == pytest.approx(8 * 1000 * kv_per_token)
     assert sm.step(long).bytes - sm.step(short).bytes == pytest.approx(8 * 1000 * kv_per_token)
     assert sm.attn_flops(batch_shape(m, [1], [1])) > 36 * m.linear_flops_per_token_layer  # the recurrence is charged
+
+
+# --- attention data parallelism -------------------------------------------------------------------
+def test_attention_dp_holds_a_latent_cache_once_and_every_chip_all_but_the_experts() -> None:
+    """DeepSeek-V3 on 8 H200s: tensor parallelism replicates the MLA latent cache on every chip;
+    attention DP keeps each sequence on one chip, so the replica holds ~8x the tokens in the room
+    left, while each chip stores the whole non-expert part of the model."""
+    m, chip = get_model("deepseek-v3"), get_chip("h200-sxm")
+    tp, adp = deployment(chips=8, precision="fp8"), deployment(chips=8, precision="fp8", attn_dp=True)
+    a, b = plan_memory(m, chip, tp), plan_memory(m, chip, adp)
+    assert b.weight_bytes_per_chip - a.weight_bytes_per_chip == pytest.approx(m.dense_params * (1 - 1 / 8))  # fp8: 1 byte
+    per_token_tp, per_token_adp = a.kv_capacity_bytes_per_chip / a.kv_capacity_tokens, b.kv_capacity_bytes_per_chip / b.kv_capacity_tokens
+    assert per_token_tp == pytest.approx(8 * per_token_adp)
+    assert b.kv_capacity_tokens > 4 * a.kv_capacity_tokens
+    # and a step reads each sequence's latent once, not on every chip
+    decode = batch_shape(m, [1] * 64, [4000] * 64)
+    assert StepModel(m, chip, adp, Efficiency()).step(decode).kv_memory_s == pytest.approx(StepModel(m, chip, tp, Efficiency()).step(decode).kv_memory_s / 8)
+
+
+def test_attention_dp_communicates_only_around_the_moe_layers() -> None:
+    """Llama-4-Maverick alternates dense and MoE layers: tensor parallelism all-reduces twice per
+    layer; attention DP gathers and scatters the tokens once per MoE layer, a quarter of the bytes."""
+    m, chip = get_model("llama-4-maverick"), get_chip("h100-sxm")
+    free = Efficiency(link_latency_factor=0.0)
+    b = batch_shape(m, [512] * 8, [2048] * 8)
+    tp = StepModel(m, chip, deployment(chips=8, precision="fp8"), free).comm_s(b)
+    adp = StepModel(m, chip, deployment(chips=8, precision="fp8", attn_dp=True), free).comm_s(b)
+    assert adp == pytest.approx(tp * m.num_moe_layers / (2 * m.num_layers))
+
+
+def test_attention_dp_leaves_chips_idle_below_one_sequence_each() -> None:
+    """One long prompt runs its dense layers on one chip under attention DP, so its prefill takes
+    longer than under tensor parallelism; with a sequence for every chip the split is even."""
+    m, chip = get_model("deepseek-v3"), get_chip("h200-sxm")
+    tp = StepModel(m, chip, deployment(chips=8, precision="fp8"), Efficiency())
+    adp = StepModel(m, chip, deployment(chips=8, precision="fp8", attn_dp=True), Efficiency())
+    one_prompt = batch_shape(m, [8000], [8000])
+    assert adp.step(one_prompt).compute_s > 4 * tp.step(one_prompt).compute_s
+    eight_prompts = batch_shape(m, [1000] * 8, [1000] * 8)
+    assert adp.step(eight_prompts).compute_s == pytest.approx(tp.step(eight_prompts).compute_s)
+    assert adp.dp_spread(1) == 8 and adp.dp_spread(8) == adp.dp_spread(300) == 1 and tp.dp_spread(1) == 1

@@ -62,6 +62,8 @@ AcceptanceOpt = Annotated[float, typer.Option("--acceptance", help="speculative 
 DraftCostOpt = Annotated[float, typer.Option("--draft-cost", help="speculative decoding: one draft token's cost as a share of a decode step")]
 KvPrecisionOpt = Annotated[str | None, typer.Option("--kv-precision", help="KV-cache format (default: fp8 with 8-bit or narrower weights, else bf16)")]
 JsonOpt = Annotated[bool, typer.Option("--json", help="print JSON for machines")]
+AttnDpOpt = Annotated[bool, typer.Option("--attn-dp", help="attention data parallel (MoE): each chip holds all but the routed "
+                                         "experts and serves its own sequences, KV whole (TensorRT-LLM enable_attention_dp)")]
 
 
 def emit_json(data: Any) -> None:
@@ -107,6 +109,7 @@ def predict(
     tp: Annotated[int | None, typer.Option(help="tensor-parallel size")] = None,
     pp: Annotated[int | None, typer.Option(help="pipeline stages")] = None,
     ep: Annotated[int | None, typer.Option(help="expert-parallel size (MoE)")] = None,
+    attn_dp: AttnDpOpt = False,
     precision: PrecisionOpt = "bf16",
     kv_precision: KvPrecisionOpt = None,
     spec_tokens: SpecTokensOpt = 0,
@@ -117,7 +120,7 @@ def predict(
     """TTFT, TPOT, throughput, cost and energy of a static batch on one deployment."""
     spec, chip = get_model(model), get_chip(hardware)
     work = Workload(batch, input_tokens, output_tokens)
-    dep = resolve_deployment(spec, chip, work, chips, tp, pp, ep, precision, kv_precision)
+    dep = resolve_deployment(spec, chip, work, chips, tp, pp, ep, precision, kv_precision, attn_dp)
     pred = predict_static(spec, chip, dep, work, spec=spec_decode(spec_tokens, acceptance, draft_cost))
     if json_out:
         emit_json(pred.as_dict())
@@ -232,6 +235,7 @@ def simulate(
     hardware: Annotated[str, typer.Option("--hardware", "-H", help="chip id, or several comma-separated to compare side by side")],
     trace: Annotated[str | None, typer.Option("--trace", "-t", help="azure-code (default), azure-conv, mooncake-conv, or a trace file")] = None,
     chips: Annotated[str, typer.Option("--chips", "-n", help="chips per replica, or 'auto'")] = "auto",
+    attn_dp: AttnDpOpt = False,
     precision: PrecisionOpt = "bf16",
     kv_precision: KvPrecisionOpt = None,
     replicas: Annotated[int, typer.Option(help="identical replicas behind the router")] = 1,
@@ -266,7 +270,7 @@ def simulate(
         model, hardware, flags, chips, (precision, kv_precision), replicas, router,
         {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,
          "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance, "draft_cost_ratio": draft_cost}},
-        slo or [], out, quiet=json_out,
+        slo or [], out, quiet=json_out, attn_dp=attn_dp,
     )
     if json_out:
         emit_json(summaries if len(summaries) > 1 else summaries[0])

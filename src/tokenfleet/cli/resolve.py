@@ -47,19 +47,24 @@ def resolve_deployment(
     ep: int | None = None,
     precision: str = "bf16",
     kv_precision: str | None = None,
+    attn_dp: bool = False,
 ) -> Deployment:
     """`--chips auto` picks the smallest deployment that fits; otherwise TP x PP must equal chips,
-    in a layout serving engines can run (see `parallelism_problem`)."""
+    in a layout serving engines can run (see `parallelism_problem`). `attn_dp`: attention data
+    parallelism (MoE models only)."""
     prec = check_precision(precision)
     for flag, value in (("--tp", tp), ("--pp", pp), ("--ep", ep)):
         if value is not None and value <= 0:
             raise TokenfleetError(f"{flag} must be a positive integer, got {value}")
     if ep not in (None, 1) and not model.is_moe:
         raise TokenfleetError(f"--ep applies to mixture-of-experts models; {model.name} is dense: drop --ep")
+    if attn_dp and not model.is_moe:
+        raise TokenfleetError(f"--attn-dp applies to mixture-of-experts models; {model.name} is dense: drop --attn-dp "
+                              "(for a dense model, data-parallel replicas do the same)")
     kv = check_precision(kv_precision, "--kv-precision") if kv_precision else default_kv_precision(prec)
     precs = {"weight_precision": prec, "kv_precision": kv}
     if chips == "auto" and tp is None and pp is None:
-        dep = auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precs)
+        dep = auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, attn_dp=attn_dp, **precs)
         n = dep.chips
     else:
         n = _positive_int(chips, "--chips") if chips != "auto" else (tp or 1) * (pp or 1)
@@ -77,6 +82,8 @@ def resolve_deployment(
         except ValueError:
             raise TokenfleetError(f"--ep {ep} must divide the tensor-parallel size of {dep.describe()} "
                                   "(experts are spread over the chips of one stage): set --tp or --chips to a multiple of it") from None
+    if attn_dp and not dep.attn_dp:
+        dep = Deployment(**{**dep.model_dump(), "attn_dp": True})
     problem = parallelism_problem(model, chip, dep)
     if problem:
         raise TokenfleetError(f"cannot lay out {n} x {chip.id} as {dep.describe()}: {problem}; {_fix(model, chip, dep)}")

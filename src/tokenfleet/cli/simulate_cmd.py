@@ -147,7 +147,8 @@ def scheduler_config(sched: dict[str, Any]) -> SchedulerConfig:
 
 
 def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips: str, precisions: tuple[str, str | None], replicas: int, router: str,
-                    sched: dict[str, Any], slo_flags: list[str], out: Path | None, quiet: bool = False) -> list[dict[str, Any]]:
+                    sched: dict[str, Any], slo_flags: list[str], out: Path | None, quiet: bool = False,
+                    attn_dp: bool = False) -> list[dict[str, Any]]:
     """One summary per chip in `hardware` (comma-separated), each over the same requests; with
     `out`, each chip's summary and per-request JSONL are written as it finishes."""
     if replicas <= 0:
@@ -163,7 +164,7 @@ def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips:
     summaries: list[dict[str, Any]] = []
     for chip_id in [h.strip() for h in hardware.split(",") if h.strip()]:
         chip = get_chip(chip_id)
-        dep = _deployment(model, chip, longest, chips, precisions)
+        dep = _deployment(model, chip, longest, chips, precisions, attn_dp)
         with Progress(transient=True, disable=quiet) as bar:
             task = bar.add_task(f"{chip.id}: {len(trace):,} requests", total=len(trace))
             stream = _open(out, chip.id)
@@ -192,10 +193,11 @@ def _interrupted(chip_id: str, out: Path | None, finished: list[str]) -> str:
     return f"interrupted while simulating {chip_id}: the requests it finished are in {out / f'requests-{chip_id}.jsonl'}{kept}"
 
 
-def _deployment(model, chip, longest: int, chips: str, precisions: tuple[str, str | None]):  # type: ignore[no-untyped-def]
+def _deployment(model, chip, longest: int, chips: str, precisions: tuple[str, str | None], attn_dp: bool = False):  # type: ignore[no-untyped-def]
     """With `auto`, the smallest replica that holds 16 of the trace's longest requests;
     `precisions` are the weight and KV formats (None: the weight format's default)."""
-    return resolve_deployment(model, chip, Workload(16, longest, 1), chips, precision=precisions[0], kv_precision=precisions[1])
+    return resolve_deployment(model, chip, Workload(16, longest, 1), chips, precision=precisions[0], kv_precision=precisions[1],
+                              attn_dp=attn_dp)
 
 
 def _open(out: Path | None, chip_id: str):  # type: ignore[no-untyped-def]

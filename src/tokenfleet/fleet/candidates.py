@@ -23,7 +23,7 @@ from tokenfleet.fleet.plan_file import HardwareEntry, Plan, TrafficClass
 from tokenfleet.fleet.prices import ChipPrice
 from tokenfleet.fleet.traffic import ClassStats, bounds_of, class_stats
 from tokenfleet.perf.auto import auto_deployment, layout
-from tokenfleet.perf.deployment import Deployment
+from tokenfleet.perf.deployment import HEAD_SPLIT_FAMILIES, Deployment
 from tokenfleet.perf.memory import plan_memory
 from tokenfleet.perf.precision import formats_label
 from tokenfleet.perf.predict import Workload, predict_static
@@ -89,7 +89,8 @@ class Candidate:
         """Compact label for sweep tables: `b200 TP1 fp8 chunk512`."""
         def one(s: Stage) -> str:
             d = s.deployment
-            return f"{f'{s.replicas}x ' if s.replicas > 1 else ''}{s.chip_id} TP{d.tp}{f'xPP{d.pp}' if d.pp > 1 else ''} {d.weight_precision}"
+            return (f"{f'{s.replicas}x ' if s.replicas > 1 else ''}{s.chip_id} TP{d.tp}{f'xPP{d.pp}' if d.pp > 1 else ''}"
+                    f"{' ADP' if d.attn_dp else ''} {d.weight_precision}")
         return " -> ".join(one(s) for s in self.stages) + f" chunk{self.scheduler.max_num_batched_tokens}"
 
     @property
@@ -126,14 +127,15 @@ def chip_counts(chip: ChipSpec, min_chips: int, max_chips: int | None) -> list[i
 
 def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, longest_tokens: int) -> tuple[list[Deployment], list[str]]:
     """Every replica shape of `model` on `chip` the plan allows, smallest first (MoE models also
-    with expert parallelism over the TP group); and notes on precisions that do not fit."""
+    with expert parallelism over the TP group, and on GPUs with attention data parallelism, which
+    their serving engines offer); and notes on precisions that do not fit."""
     out: list[Deployment] = []
     notes: list[str] = []
     for prec, kv in entry.formats():
         precs = {"weight_precision": prec, "kv_precision": kv}
         fmt = formats_label(prec, kv)
         try:
-            smallest = auto_deployment(model, chip, KV_LONGEST_REQUESTS, longest_tokens, **precs)
+            smallest = auto_deployment(model, chip, KV_LONGEST_REQUESTS, longest_tokens, weight_precision=prec, kv_precision=kv)
         except TokenfleetError as exc:
             notes.append(f"{chip.id} {fmt}: {model.name}: {exc}")
             continue
@@ -145,6 +147,8 @@ def deployments_for(model: ModelSpec, chip: ChipSpec, entry: HardwareEntry, long
             dense = layout(model, chip, n, 1, **precs)
             expert = layout(model, chip, n, n, **precs)  # MoE: experts spread over the whole TP group
             out += [dense] + ([expert] if model.is_moe and expert != dense else [])
+            if model.is_moe and n > 1 and chip.family in HEAD_SPLIT_FAMILIES:
+                out.append(expert.model_copy(update={"attn_dp": True}))
     return out, notes
 
 

@@ -39,9 +39,11 @@ def _candidate_counts(chip: ChipSpec, min_chips: int) -> list[int]:
     return [c for c in counts if c <= MAX_AUTO_CHIPS]
 
 
-def auto_deployment(model: ModelSpec, chip: ChipSpec, sequences: float = 0.0, context_tokens: float = 0.0, **precisions: str) -> Deployment:
+def auto_deployment(model: ModelSpec, chip: ChipSpec, sequences: float = 0.0, context_tokens: float = 0.0, attn_dp: bool = False,
+                    **precisions: str) -> Deployment:
     """The fewest chips (powers of two on GPUs and TPUs, whole nodes on SRAM systems) that fit the
-    weights and the cache of `sequences` sequences of `context_tokens` each."""
+    weights and the cache of `sequences` sequences of `context_tokens` each; with `attn_dp`, laid
+    out with attention data parallelism (see `Deployment`)."""
     probe = Deployment(chips=1, tp=1, pp=1, **precisions)
     one = plan_memory(model, chip, probe, sequences, context_tokens)
     per_chip = (chip.sram_bytes if chip.weights_on_chip else 0.0) + chip.hbm_bytes
@@ -49,6 +51,8 @@ def auto_deployment(model: ModelSpec, chip: ChipSpec, sequences: float = 0.0, co
     dep = probe
     for chips in _candidate_counts(chip, lower):
         dep = layout(model, chip, chips, 1, **precisions)
+        if attn_dp:
+            dep = dep.model_copy(update={"attn_dp": True})
         if parallelism_problem(model, chip, dep) is None and plan_memory(model, chip, dep, sequences, context_tokens).fits:
             return dep
     require_fit(plan_memory(model, chip, dep, sequences, context_tokens), dep, chip)

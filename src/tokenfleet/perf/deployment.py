@@ -15,7 +15,14 @@ HEAD_SPLIT_FAMILIES = ("nvidia", "amd")
 
 
 class Deployment(BaseModel):
-    """One replica: `chips = tp * pp`; experts are spread over `ep` chips of each stage."""
+    """One replica: `chips = tp * pp`; experts are spread over `ep` chips of each stage.
+
+    With `attn_dp` (attention data parallelism, TensorRT-LLM's `enable_attention_dp`, SGLang's
+    `--enable-dp-attention`) every chip of a stage holds all of the stage's weights but the routed
+    experts, and serves its own share of the sequences whole, their KV cache included; only the
+    MoE layers are split over the stage (over `ep` chips, else tensor parallel). It trades weight
+    memory for KV room: a latent (MLA) cache, which tensor parallelism replicates, is held once.
+    """
 
     model_config = ConfigDict(frozen=True, extra="forbid")
     chips: int = Field(ge=1, description="accelerators in the replica")
@@ -25,6 +32,8 @@ class Deployment(BaseModel):
     weight_precision: str = Field(default="bf16", description="stored weight format")
     kv_precision: str = Field(default="bf16", description="KV-cache format")
     act_precision: str = Field(default="bf16", description="activation format on the wire")
+    attn_dp: bool = Field(default=False, description="attention data parallel: all but the routed experts replicated "
+                          "on each chip of a stage, each chip serving its own sequences (MoE only)")
 
     @model_validator(mode="after")
     def _check(self) -> Deployment:
@@ -42,6 +51,8 @@ class Deployment(BaseModel):
             parts.append(f"PP{self.pp}")
         if self.ep > 1:
             parts.append(f"EP{self.ep}")
+        if self.attn_dp:
+            parts.append("attention-DP")
         parts.append(formats_label(self.weight_precision, self.kv_precision))
         return " ".join(parts)
 
@@ -51,11 +62,13 @@ def parallelism_problem(model: ModelSpec, chip: ChipSpec, dep: Deployment) -> st
     vLLM and TensorRT-LLM need TP to divide the attention heads and to divide, or be a multiple
     of, the KV heads (which are then replicated), at most one pipeline stage per layer, and
     expert parallelism only on MoE models, dividing their experts."""
+    if dep.attn_dp and not model.is_moe:
+        return f"attention DP applies to mixture-of-experts models; for {model.name} (dense) use data-parallel replicas"
     if chip.family in HEAD_SPLIT_FAMILIES:
-        if model.num_heads % dep.tp:
+        if model.num_heads % dep.tp and not dep.attn_dp:  # attention DP splits sequences, not heads
             return f"TP {dep.tp} does not divide {model.name}'s {model.num_heads} attention heads"
         kv = model.num_kv_heads
-        if not model.is_mla and kv % dep.tp and dep.tp % kv:
+        if not model.is_mla and kv % dep.tp and dep.tp % kv and not dep.attn_dp:
             return f"TP {dep.tp} neither divides nor is a multiple of {model.name}'s {kv} KV heads"
         if dep.pp > model.num_layers:
             return f"PP {dep.pp} exceeds {model.name}'s {model.num_layers} layers (one stage holds at least one layer)"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from tokenfleet.catalog.chips import ChipSpec
@@ -19,16 +20,32 @@ GB = 1e9
 def kv_shards(model: ModelSpec, dep: Deployment) -> int:
     """Chips over which one sequence's KV cache is split: PP stages times distinct KV heads per stage.
 
-    Latent (MLA) caches and KV heads fewer than the TP size are replicated, not split.
+    Latent (MLA) caches and KV heads fewer than the TP size are replicated, not split. With
+    attention DP each sequence lives whole on one chip of its stage, so the stage's chips split
+    the sequences instead and nothing is replicated.
     """
+    if dep.attn_dp:
+        return dep.pp * dep.tp
     heads_split = 1 if model.is_mla else min(dep.tp, model.num_kv_heads)
     return dep.pp * heads_split
 
 
 def state_shards(model: ModelSpec, dep: Deployment) -> int:
     """Chips over which one sequence's linear-attention state is split: PP stages times distinct
-    value heads per stage (64 heads split 8 ways where 2 KV heads only split 2)."""
+    value heads per stage (64 heads split 8 ways where 2 KV heads only split 2); with attention DP,
+    the stage's chips (each holds its own sequences' state)."""
+    if dep.attn_dp:
+        return dep.pp * dep.tp
     return dep.pp * min(dep.tp, max(model.linear_value_heads, 1))
+
+
+def weight_bytes_per_chip(model: ModelSpec, dep: Deployment) -> float:
+    """Weights one chip holds: 1/chips of the model, or with attention DP all of its stage's
+    weights but the routed experts, which its stage splits."""
+    per_param = bytes_per_elem(dep.weight_precision)
+    if dep.attn_dp:
+        return (model.dense_params / dep.pp + model.expert_params_total / dep.chips) * per_param
+    return model.total_params * per_param / dep.chips
 
 
 def state_bytes_per_elem(dep: Deployment) -> float:
@@ -61,8 +78,11 @@ class MemoryPlan:
 def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float = 0.0, context_tokens: float = 0.0) -> MemoryPlan:
     """Place weights and the cache of `sequences` running sequences of `context_tokens` each (their
     KV and any linear-attention state); SRAM first on SRAM-first chips."""
-    weights = model.total_params * bytes_per_elem(dep.weight_precision) / dep.chips
-    kv = sequences * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
+    weights = weight_bytes_per_chip(model, dep)
+    if dep.attn_dp:  # each sequence whole on one chip of each stage: the busiest holds ceil(sequences / tp)
+        kv = math.ceil(sequences / dep.tp - 1e-9) * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / dep.pp
+    else:
+        kv = sequences * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
     kv_per_token = model.kv_bytes_per_token(bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
     state_per_seq = model.state_bytes(state_bytes_per_elem(dep)) / state_shards(model, dep)
     cache = kv + sequences * state_per_seq  # what the KV tier must hold

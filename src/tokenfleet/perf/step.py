@@ -164,8 +164,10 @@ class StepModel:
         self.linear_layers = model.num_linear_layers
         self.state_bytes_per_seq = model.state_bytes(state_bytes_per_elem(dep))
         self.state_shards = state_shards(model, dep)
-        # weights every step reads in full, and one routed expert of every MoE layer
-        self.dense_weight_bytes = (model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
+        # weights every step reads in full (with attention DP, on every chip of a stage), and one routed expert of every MoE layer
+        self.dense_weight_bytes = ((model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
+                                   * (dep.tp if dep.attn_dp else 1))
+        self.expert_flops_per_token = 2 * model.num_moe_layers * model.experts_per_token * model.expert_params
         self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
         compute_format = COMPUTE_FORMAT[dep.weight_precision]
         # the fitted share of a narrow format's own peak, where the chip has that format's tensor cores
@@ -197,6 +199,14 @@ class StepModel:
         pairs = m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
         return pairs + self.linear_layers * m.linear_flops_per_token_layer * b.new_tokens
 
+    def dp_spread(self, num_seqs: Num) -> Num:
+        """How much longer than an even split over its stage a step's data-parallel work takes (its
+        dense matmuls, attention and KV reads): with attention DP each sequence runs on one chip,
+        so a batch of fewer sequences than the stage has chips leaves some idle. 1 without."""
+        if not self.dep.attn_dp:
+            return 1.0
+        return self.dep.tp / np.clip(num_seqs, 1, self.dep.tp)
+
     def experts_touched(self, tokens: Num) -> Num:
         """Expected distinct experts per MoE layer hit by `tokens` tokens routing top-k of E uniformly."""
         m = self.model
@@ -221,14 +231,20 @@ class StepModel:
 
     def comm_s(self, b: BatchShape) -> Num:
         """Per stage: TP all-reduces (2 per layer, ring: 2(t-1)/t of the bytes) and, with EP, an
-        all-to-all dispatch and combine per MoE layer; each collective pays 2*log2(n) link latencies."""
+        all-to-all dispatch and combine per MoE layer; each collective pays 2*log2(n) link latencies.
+        With attention DP only the MoE layers communicate: an all-gather of the stage's tokens and a
+        reduce-scatter of the results (an all-reduce's bytes) where experts are TP-split, else the
+        all-to-all."""
         m, d = self.model, self.dep
         msg = b.new_tokens * m.hidden_size * self.act_bytes
         layers = m.num_layers / d.pp
         moe_layers = m.num_moe_layers / d.pp
         t = 0.0 * msg
         if d.tp > 1:
-            reduces = 2 * layers - (moe_layers if d.ep > 1 else 0)
+            if d.attn_dp:
+                reduces = moe_layers if d.ep == 1 else 0.0
+            else:
+                reduces = 2 * layers - (moe_layers if d.ep > 1 else 0)
             t = t + reduces * (2 * (d.tp - 1) / d.tp * msg / self.link_bw + 2 * math.log2(d.tp) * self.link_lat)
         if d.ep > 1:
             a2a = 2 * m.experts_per_token * msg * (d.ep - 1) / d.ep / d.ep
@@ -249,7 +265,8 @@ class StepModel:
         state_bw = self.kv_bw * e.mem_eff * self.state_shards
         inv_compute = _inverse(d.chips * self.format_flops_per_s * e.compute_eff)
         return (
-            2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) * inv_compute,  # per new token
+            (2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) - self.expert_flops_per_token) * inv_compute,  # per new token, but routed experts
+            self.expert_flops_per_token * inv_compute,  # per new token, routed experts (no DP spread)
             2 * m.vocab_size * m.hidden_size * inv_compute,  # per sequence (output head)
             m.attn_flops_per_pair * self.full_layers * inv_compute,  # per full-attention pair
             m.attn_flops_per_pair * self.window_layers * inv_compute,  # per windowed pair
@@ -270,12 +287,13 @@ class StepModel:
                attn_pairs: float, attn_pairs_window: float) -> tuple[float, float]:
         """(latency_s, energy_j) of one step from plain floats: `step` without numpy, for the
         simulator's per-step path (a test pins the two to each other)."""
-        tok, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        tok, tok_exp, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
-        matmul = tok * new_tokens + seq * num_seqs
+        spread = d.tp / min(max(num_seqs, 1.0), d.tp) if d.attn_dp else 1.0  # dp_spread in plain floats
+        matmul = (tok * new_tokens + seq * num_seqs) * spread + tok_exp * new_tokens
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
-        attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
-        kv = kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs
+        attn = (pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens) * spread
+        kv = (kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs) * spread
         hidden = self.eff.overlap  # `_roof` twice, in plain floats (numpy's minimum would dominate this path)
         roof = (matmul + weights - hidden * (weights if matmul > weights else matmul)
                 + attn + kv - hidden * (kv if attn > kv else attn))
@@ -287,12 +305,13 @@ class StepModel:
     def latency_energy(self, num_seqs: float, new_tokens: float, kv_tokens: np.ndarray, kv_tokens_window: np.ndarray,
                        attn_pairs: np.ndarray, attn_pairs_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`scalar` over arrays of contexts at a fixed batch (a run of decode steps)."""
-        tok, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        tok, tok_exp, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
-        matmul = tok * new_tokens + seq * num_seqs
+        spread = float(self.dp_spread(num_seqs))
+        matmul = (tok * new_tokens + seq * num_seqs) * spread + tok_exp * new_tokens
         weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
-        attn = pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens
-        kv = kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window + state * num_seqs
+        attn = (pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens) * spread
+        kv = (kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window + state * num_seqs) * spread
         roof = _roof(matmul, weights, self.eff.overlap) + _roof(attn, kv, self.eff.overlap)
         stage = roof + (comm0 + comm1 * new_tokens + fixed)
         hop = hop1 * new_tokens + self.link_lat if d.pp > 1 else 0.0
@@ -305,10 +324,11 @@ class StepModel:
         per_stage = d.chips  # each chip holds 1/tp of 1/pp of the model
         rate = per_stage * self.format_flops_per_s * e.compute_eff
         matmul_flops, attn_flops = self.matmul_flops(b), self.attn_flops(b)
-        matmul, attn = matmul_flops / rate, attn_flops / rate
+        spread, expert_flops = self.dp_spread(b.num_seqs), self.expert_flops_per_token * b.new_tokens
+        matmul, attn = ((matmul_flops - expert_flops) * spread + expert_flops) / rate, attn_flops * spread / rate
         w_bytes, kv, state = self.weight_bytes(b), self.kv_bytes(b), self.state_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
-        kv_mem = (kv / self.kv_shards + state / self.state_shards) / (self.kv_bw * e.mem_eff)
+        kv_mem = (kv / self.kv_shards + state / self.state_shards) * spread / (self.kv_bw * e.mem_eff)
         roof = _roof(matmul, weight_mem, e.overlap) + _roof(attn, kv_mem, e.overlap)  # per-operator roofline
         flops, compute = matmul_flops + attn_flops, matmul + attn
         comm = self.comm_s(b)

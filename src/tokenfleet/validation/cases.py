@@ -145,12 +145,21 @@ def precision_for(case: Case, chip: ChipSpec) -> str:
 
 
 def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload) -> Deployment:
-    """The published layout where given; `auto` (the smallest that fits) where not."""
+    """The published layout where given; `auto` (the smallest that fits) where not; with attention
+    DP where the submitter's published config enables it (`data/engine_settings.yaml`)."""
+    dep = _layout_for(case, model, chip, work)
+    engine = engine_settings(case.id, case.hardware)
+    if engine is not None and engine.attn_dp:
+        return Deployment.model_validate({**dep.model_dump(), "attn_dp": True})
+    return dep
+
+
+def _layout_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload) -> Deployment:
     prec = precision_for(case, chip)
     kv_prec = "fp8" if prec in ("fp8", "fp4") else "bf16"
     precisions = {"weight_precision": prec, "kv_precision": kv_prec}
     if case.num_chips in ("", "auto"):
-        return auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, **precisions)
+        return auto_deployment(model, chip, work.batch, work.input_tokens + work.output_tokens, weight_precision=prec, kv_precision=kv_prec)
     chips = _int(case.num_chips, 1)
     tp, pp, ep = _int(case.tp, 0), _int(case.pp, 0), _int(case.ep, 1)
     if tp and tp * max(pp, 1) == chips:  # TPU7x counts TensorCores in tp: fall through to layout

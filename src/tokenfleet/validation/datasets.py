@@ -89,6 +89,8 @@ class EngineSettings(BaseModel):
     weight_precision: str | None = Field(
         default=None, description="the weight format the config quantises to, where the row does not say it and it is not "
         "the chip's default (a mixed-precision search: its average bits' nearest format)")
+    attn_dp: bool = Field(default=False, description="attention data parallelism (TensorRT-LLM's enable_attention_dp): "
+                          "the row's deployment runs it (perf.deployment.Deployment.attn_dp)")
     source: str
     inferred: str = ""  # where the source has several configs for the system: why this one
 
