@@ -79,13 +79,13 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
     """Place weights and the cache of `sequences` running sequences of `context_tokens` each (their
     KV and any linear-attention state); SRAM first on SRAM-first chips."""
     weights = weight_bytes_per_chip(model, dep)
-    if dep.attn_dp:  # each sequence whole on one chip of each stage: the busiest holds ceil(sequences / tp)
-        kv = math.ceil(sequences / dep.tp - 1e-9) * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / dep.pp
-    else:
-        kv = sequences * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
+    # with attention DP each sequence lives whole on one chip: count every chip of a stage as the
+    # busiest, which holds ceil(sequences / tp)
+    held = math.ceil(sequences / dep.tp - 1e-9) * dep.tp if dep.attn_dp else sequences
+    kv = held * model.kv_bytes(context_tokens, bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
     kv_per_token = model.kv_bytes_per_token(bytes_per_elem(dep.kv_precision)) / kv_shards(model, dep)
     state_per_seq = model.state_bytes(state_bytes_per_elem(dep)) / state_shards(model, dep)
-    cache = kv + sequences * state_per_seq  # what the KV tier must hold
+    cache = kv + held * state_per_seq  # what the KV tier must hold
     sram = chip.sram_bytes * USABLE_FRACTION if chip.weights_on_chip else 0.0
     hbm = chip.hbm_bytes * USABLE_FRACTION
     if (sram >= weights and sram - weights >= cache) or hbm == 0:  # SRAM-only chips: the one tier, fitting or not
@@ -103,7 +103,7 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
         kv_capacity_tokens=max(room, 0.0) / kv_per_token if kv_per_token else float("inf"),
         needed_bytes=(weights + cache) * dep.chips,
         available_bytes=(sram if weights_tier == "sram" else 0.0) * dep.chips + (hbm if "hbm" in (weights_tier, kv_tier) else 0.0) * dep.chips,
-        state_bytes_per_chip=sequences * state_per_seq,
+        state_bytes_per_chip=held * state_per_seq,
         state_tokens_per_seq=state_per_seq / kv_per_token if kv_per_token else 0.0,
     )
 
