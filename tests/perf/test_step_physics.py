@@ -117,15 +117,17 @@ def test_a_slower_link_never_speeds_a_step_and_free_links_pay_only_bandwidth(
 
 
 def test_an_operator_at_its_ridge_point_pays_the_unhidden_share_of_its_shorter_leg() -> None:
-    """A decode batch sized so its matmuls' FLOPs and weight bytes take equal time: with overlap o
-    the matmuls cost (2 - o) x either leg."""
+    """A decode batch sized so its matmuls' FLOPs and bytes (weights and activations) take equal
+    time: with overlap o the matmuls cost (2 - o) x either leg."""
     m, chip = get_model("llama-3.1-8b"), get_chip("h100-sxm")
     lone = Efficiency(mem_eff=1.0, compute_eff=1.0, layer_overhead_s=0, moe_layer_overhead_s=0, step_overhead_s=0)
     sm = StepModel(m, chip, deployment(precision="bf16"), lone)
-    ridge = batch_shape(m, [1] * 1, [1])
-    tokens = sm.weight_bytes(ridge) / chip.hbm_bytes_per_s * sm.format_flops_per_s / (sm.matmul_flops(ridge) / ridge.new_tokens)
+    one = batch_shape(m, [1] * 1, [1])
+    per_token_s = sm.matmul_flops(one) / sm.format_flops_per_s - sm.act_traffic_bytes(one) / chip.hbm_bytes_per_s
+    tokens = sm.weight_bytes(one) / chip.hbm_bytes_per_s / per_token_s
     at_ridge = batch_shape(m, [1] * round(tokens), [1] * round(tokens))
-    legs = sm.matmul_flops(at_ridge) / sm.format_flops_per_s, sm.weight_bytes(at_ridge) / chip.hbm_bytes_per_s
+    legs = (sm.matmul_flops(at_ridge) / sm.format_flops_per_s,
+            (sm.weight_bytes(at_ridge) + sm.act_traffic_bytes(at_ridge)) / chip.hbm_bytes_per_s)
     assert legs[0] == pytest.approx(legs[1], rel=0.01)
     for o in (1.0, 0.5, 0.0):
         t = StepModel(m, chip, deployment(precision="bf16"), replace(lone, overlap=o)).step(at_ridge)
@@ -147,9 +149,13 @@ def test_float_and_array_paths_equal_the_full_step(model: str, chip: str, seqs: 
     b = _shape(model, seqs)
     t = sm.step(b)
     args = (b.num_seqs, b.new_tokens, b.kv_tokens, b.kv_tokens_window, b.attn_pairs, b.attn_pairs_window)
-    assert np.allclose(sm.scalar(*args), (t.latency_s, t.energy_j), rtol=1e-12)
+    largest = (b.largest_new_tokens, b.largest_kv_tokens, b.largest_attn_pairs)
+    assert np.allclose(sm.scalar(*args, *largest), (t.latency_s, t.energy_j), rtol=1e-12)
+    # a decode run knows only its sums: each sequence is taken as the mean one
+    mean = sm.step(replace(b, largest_new_tokens=0.0, largest_kv_tokens=0.0, largest_attn_pairs=0.0))
+    assert np.allclose(sm.scalar(*args), (mean.latency_s, mean.energy_j), rtol=1e-12)
     many = sm.latency_energy(*args[:2], *(np.array([v, v * 2]) for v in args[2:]))
-    assert np.allclose([many[0][0], many[1][0]], (t.latency_s, t.energy_j), rtol=1e-12)
+    assert np.allclose([many[0][0], many[1][0]], (mean.latency_s, mean.energy_j), rtol=1e-12)
 
 
 def test_attention_is_its_own_kernel_so_compute_bound_matmuls_do_not_hide_kv_reads() -> None:
@@ -162,7 +168,7 @@ def test_attention_is_its_own_kernel_so_compute_bound_matmuls_do_not_hide_kv_rea
     t = sm.step(b)
     one_max = max(t.compute_s, t.memory_s)
     assert t.compute_s > t.memory_s  # the totals alone would call this step compute-bound ...
-    assert t.latency_s == pytest.approx(max(t.compute_s - sm.attn_flops(b) / sm.format_flops_per_s, t.weight_memory_s)
+    assert t.latency_s == pytest.approx(max(t.compute_s - sm.attn_flops(b) / sm.format_flops_per_s, t.weight_memory_s + t.act_memory_s)
                                         + max(sm.attn_flops(b) / sm.format_flops_per_s, t.kv_memory_s))
     assert t.latency_s > one_max * 1.05  # ... yet the KV reads of attention still cost time
 
@@ -267,3 +273,34 @@ def test_attention_dp_leaves_chips_idle_below_one_sequence_each() -> None:
     eight_prompts = batch_shape(m, [1000] * 8, [1000] * 8)
     assert adp.step(eight_prompts).compute_s == pytest.approx(tp.step(eight_prompts).compute_s)
     assert adp.dp_spread(1) == 8 and adp.dp_spread(8) == adp.dp_spread(300) == 1 and tp.dp_spread(1) == 1
+
+
+def test_tensor_parallel_experts_stream_every_routed_token_through_every_chip() -> None:
+    """With its experts split tensor-parallel, every chip of a stage reads and writes the hidden
+    vector of each (token, expert) pair; expert parallelism sends each pair to one chip. For
+    Qwen3-235B (top-8 of 128, 94 MoE layers) on 8 chips that is 7 x 2 x hidden more elements per
+    pair and layer, and at a large decode batch a visible share of the step."""
+    m, chip = get_model("qwen3-235b-a22b"), get_chip("h200-sxm")
+    tp, ep = (StepModel(m, chip, deployment(chips=8, precision="fp8", ep=e), Efficiency()) for e in (1, 8))
+    io_bytes = (1.0 + 2.0) / 2  # fp8 inputs, 16-bit outputs
+    pairs = m.num_moe_layers * m.experts_per_token
+    assert tp.act_bytes_per_expert_token - ep.act_bytes_per_expert_token == pytest.approx(pairs * 2 * m.hidden_size * 7 * io_bytes)
+    decode = batch_shape(m, [1] * 2048, [2000] * 2048)
+    t = tp.step(decode)
+    assert t.act_memory_s > 0.2 * t.weight_memory_s
+    assert t.bytes == pytest.approx(tp.weight_bytes(decode) + tp.act_traffic_bytes(decode) + tp.kv_bytes(decode))
+
+
+def test_attention_dp_waits_for_the_chip_that_computes_the_longest_prompt_chunk() -> None:
+    """A sequence runs whole on one chip under attention DP, so a step holding one 8,000-token
+    prompt chunk beside 64 decodes takes at least as long as that chunk alone on one chip; the
+    same tokens as eight 1,000-token chunks spread evenly."""
+    m, chip = get_model("qwen3-235b-a22b"), get_chip("h200-sxm")
+    adp = StepModel(m, chip, deployment(chips=8, precision="fp8", attn_dp=True), Efficiency())
+    one_chunk = batch_shape(m, [8000] + [1] * 64, [8000] + [3000] * 64)
+    eight_chunks = batch_shape(m, [1000] * 8 + [1] * 64, [8000] * 8 + [3000] * 64)
+    alone = batch_shape(m, [8000], [8000])
+    assert adp.step(one_chunk).latency_s >= adp.step(alone).latency_s
+    assert adp.step(one_chunk).compute_s > 2 * adp.step(eight_chunks).compute_s
+    spreads = adp.dp_spreads(one_chunk)
+    assert spreads[0] == pytest.approx(8 * 8000 / one_chunk.new_tokens)

@@ -285,3 +285,32 @@ def test_gpu_pipelines_share_their_stages_and_sram_pipelines_stream() -> None:
     assert dep.pp > 1
     sram = build_engines(MODEL, groq, dep, SchedulerConfig(), 1, Metrics(None, None))
     assert all(e.pipeline is None for e in sram)
+
+
+def test_attention_dp_applies_the_caps_to_each_rank_and_a_prompt_chunk_to_one() -> None:
+    """With attention DP each of a stage's ranks schedules its own sequences, as vLLM's
+    data-parallel engines and TensorRT-LLM's attention-DP ranks do: on 8 chips a cap of 4
+    sequences and 512 tokens starts 32 requests at once, and no prompt computes more than one
+    rank's 512 tokens in a step."""
+    qwen, h200 = get_model("qwen3-235b-a22b"), get_chip("h200-sxm")
+    trace = trace_of([0.0] * 40, [2000] * 40, [50] * 40)
+    buf = io.StringIO()
+    cfg = SchedulerConfig(max_num_seqs=4, max_num_batched_tokens=512)
+    simulate(qwen, h200, deployment(chips=8, precision="fp8", attn_dp=True), trace, cfg, requests_out=buf)
+    records = [json.loads(line) for line in buf.getvalue().splitlines()]
+    first_finish = min(r["finish_s"] for r in records)
+    assert sum(r["first_token_s"] < first_finish for r in records) == 32
+    # 2,000-token prompts in chunks of at most 512: the first token after four steps
+    steps_to_first = min(r["first_token_s"] for r in records)
+    one_chunk = simulate(qwen, h200, deployment(chips=8, precision="fp8", attn_dp=True), trace_of([0.0], [512], [1]), cfg).summary
+    assert steps_to_first > 3 * one_chunk["mean_ttft_ms"] / 1e3
+
+
+def test_under_attention_dp_a_request_must_fit_one_ranks_share_of_the_cache() -> None:
+    """A sequence's KV cache lives whole on one chip under attention DP: with 16,000 tokens of
+    cache over 8 ranks, a 3,000-token request fits the replica but no rank."""
+    qwen, h200 = get_model("qwen3-235b-a22b"), get_chip("h200-sxm")
+    trace = trace_of([0.0], [2900], [100])
+    simulate(qwen, h200, deployment(chips=8, precision="fp8"), trace, kv_blocks=1000)  # tensor parallel: fits
+    with pytest.raises(TokenfleetError, match="one attention-DP rank holds 2,000"):
+        simulate(qwen, h200, deployment(chips=8, precision="fp8", attn_dp=True), trace, kv_blocks=1000)

@@ -91,6 +91,7 @@ def _breakdown(t: StepTime) -> dict[str, float]:
     return {
         "compute_s": total(t.compute_s),
         "weight_memory_s": total(t.weight_memory_s),
+        "activation_memory_s": total(t.act_memory_s),
         "kv_memory_s": total(t.kv_memory_s),
         "communication_s": total(t.comm_s),
         "overhead_s": total(t.overhead_s),

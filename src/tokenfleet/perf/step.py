@@ -70,6 +70,12 @@ class BatchShape:
     kv_tokens_window: Num  # the same in sliding-window layers (capped at the window)
     attn_pairs: Num  # (query, key) pairs in full-attention layers
     attn_pairs_window: Num  # (query, key) pairs in windowed layers
+    # One sequence's largest share of each sum (0: unknown, taken as the mean). Only attention data
+    # parallelism reads them: a sequence runs whole on one chip, so its share sets a floor on the
+    # busiest chip's work (see `StepModel.dp_spreads`).
+    largest_new_tokens: Num = 0.0
+    largest_kv_tokens: Num = 0.0
+    largest_attn_pairs: Num = 0.0
 
 
 def _pairs(new: np.ndarray, ctx: np.ndarray, window: float) -> np.ndarray:
@@ -89,13 +95,17 @@ def batch_shape(model: ModelSpec, new_tokens: Any, context_tokens: Any) -> Batch
     new = np.asarray(new_tokens, dtype=float)
     ctx = np.asarray(context_tokens, dtype=float)
     window = float(model_window(model))
+    pairs = _pairs(new, ctx, math.inf)
     return BatchShape(
         num_seqs=float(new.size),
         new_tokens=float(new.sum()),
         kv_tokens=float(ctx.sum()),
         kv_tokens_window=float(np.minimum(ctx, window).sum()),
-        attn_pairs=float(_pairs(new, ctx, math.inf).sum()),
+        attn_pairs=float(pairs.sum()),
         attn_pairs_window=float(_pairs(new, ctx, window).sum()),
+        largest_new_tokens=float(new.max(initial=0.0)),
+        largest_kv_tokens=float(ctx.max(initial=0.0)),
+        largest_attn_pairs=float(pairs.max(initial=0.0)),
     )
 
 
@@ -103,6 +113,39 @@ def model_window(model: ModelSpec) -> float:
     """The one sliding-window size of a model's windowed layers (inf when it has none)."""
     windows = {g.window_tokens for g in model.layer_groups if g.window_tokens is not None}
     return float(max(windows)) if windows else math.inf
+
+
+def activation_bytes(model: ModelSpec, dep: Deployment) -> tuple[float, float, float]:
+    """Bytes the matmuls read and write as activations, summed over a replica's chips: per new
+    token in the dense blocks (attention, dense MLP, shared experts), per new token in the routed
+    experts, and per sequence in the output head.
+
+    Each block of two matmuls (QKV then output projection; up/gate then down) reads a token's
+    hidden vector and writes one back (2 x hidden), and passes its inner width between them
+    (its weights / hidden, split over the chips). Tensor parallelism splits the inner width but
+    every chip of a stage reads and writes the whole hidden vector; with attention DP a token's
+    dense blocks run on one chip. A routed expert is such a block for each of a token's top-k
+    experts, on the `tp / ep` chips that split that expert: with experts tensor-parallel, every
+    chip streams every routed token's hidden vector in and out, which is what makes fine-grained,
+    high top-k MoE layers (Qwen3: top-8 of 128, 94 layers) costly at large batch. Inputs are read
+    in the weights' compute format (quantised), outputs written in the activation format, all at
+    the weights' tier bandwidth (an upper bound where a small batch's activations stay in cache).
+    Elementwise kernels (norms, residuals, activation functions) are left to the fixed per-layer
+    overhead: engines fuse most of them into the matmuls."""
+    m, h = model, model.hidden_size
+    io = (bytes_per_elem(COMPUTE_FORMAT[dep.weight_precision]) + bytes_per_elem(dep.act_precision)) / 2
+    copies = 1 if dep.attn_dp else dep.tp  # chips that read and write a dense block's hidden vector
+
+    def block(params: float, chips: float) -> float:
+        return 2 * h * chips + params / h
+
+    dense = (m.num_attention_layers * block(m.attn_params_per_layer, copies)
+             + m.num_linear_layers * block(m.linear_params_per_layer, copies)
+             + m.num_dense_layers * block(m.dense_mlp_params, copies)
+             + (m.num_moe_layers * block(m.shared_expert_params, copies) if m.shared_expert_params else 0.0))
+    experts = m.num_moe_layers * m.experts_per_token * block(m.expert_params, dep.tp / dep.ep) if m.is_moe else 0.0
+    head = h * copies + m.vocab_size
+    return dense * io, experts * io, head * io
 
 
 def _inverse(rate: float) -> float:
@@ -118,6 +161,7 @@ class StepTime:
     interval_s: Num  # time between successive steps with `pp` micro-batches in flight
     compute_s: Num
     weight_memory_s: Num
+    act_memory_s: Num  # the matmuls' activations in and out
     kv_memory_s: Num
     comm_s: Num
     overhead_s: Num
@@ -127,7 +171,7 @@ class StepTime:
 
     @property
     def memory_s(self) -> Num:
-        return self.weight_memory_s + self.kv_memory_s
+        return self.weight_memory_s + self.act_memory_s + self.kv_memory_s
 
     def bound(self) -> str:
         """What dominates this step: memory, compute, communication or fixed overhead."""
@@ -168,6 +212,7 @@ class StepModel:
         self.dense_weight_bytes = ((model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
                                    * (dep.tp if dep.attn_dp else 1))
         self.expert_flops_per_token = 2 * model.num_moe_layers * model.experts_per_token * model.expert_params
+        self.act_bytes_per_token, self.act_bytes_per_expert_token, self.act_bytes_per_seq = activation_bytes(model, dep)
         self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
         compute_format = COMPUTE_FORMAT[dep.weight_precision]
         # the fitted share of a narrow format's own peak, where the chip has that format's tensor cores
@@ -199,13 +244,24 @@ class StepModel:
         pairs = m.attn_flops_per_pair * (self.full_layers * b.attn_pairs + self.window_layers * b.attn_pairs_window)
         return pairs + self.linear_layers * m.linear_flops_per_token_layer * b.new_tokens
 
-    def dp_spread(self, num_seqs: Num) -> Num:
+    def dp_spread(self, num_seqs: Num, total: Num = 1.0, largest: Num = 0.0) -> Num:
         """How much longer than an even split over its stage a step's data-parallel work takes (its
-        dense matmuls, attention and KV reads): with attention DP each sequence runs on one chip,
-        so a batch of fewer sequences than the stage has chips leaves some idle. 1 without."""
+        dense matmuls, attention or KV reads, summing to `total`): with attention DP each sequence
+        runs whole on one chip, so the busiest chip does at least the largest sequence's part
+        (`largest`; where unknown, 0, the mean sequence's): a batch of fewer sequences than the
+        stage has chips leaves chips idle, and one long prompt chunk is computed by one chip while
+        the others wait for it at the next MoE layer. An engine that balances its ranks perfectly
+        gets this floor. 1 without attention DP."""
         if not self.dep.attn_dp:
             return 1.0
-        return self.dep.tp / np.clip(num_seqs, 1, self.dep.tp)
+        per_seq = np.maximum(largest, total / np.maximum(num_seqs, 1.0))
+        return np.maximum(1.0, self.dep.tp * per_seq / np.maximum(total, 1e-300))
+
+    def dp_spreads(self, b: BatchShape) -> tuple[Num, Num, Num]:
+        """`dp_spread` of the step's new tokens (dense matmuls), attention pairs and KV reads."""
+        return (self.dp_spread(b.num_seqs, b.new_tokens, b.largest_new_tokens),
+                self.dp_spread(b.num_seqs, b.attn_pairs, b.largest_attn_pairs),
+                self.dp_spread(b.num_seqs, b.kv_tokens, b.largest_kv_tokens))
 
     def experts_touched(self, tokens: Num) -> Num:
         """Expected distinct experts per MoE layer hit by `tokens` tokens routing top-k of E uniformly."""
@@ -224,6 +280,10 @@ class StepModel:
         per_tok_layer = self.model.kv_elems_per_token_layer * self.kv_elem_bytes
         read = self.full_layers * b.kv_tokens + self.window_layers * b.kv_tokens_window
         return per_tok_layer * (read + self.model.num_attention_layers * b.new_tokens)
+
+    def act_traffic_bytes(self, b: BatchShape) -> Num:
+        """The matmuls' activation traffic (see `activation_bytes`)."""
+        return (self.act_bytes_per_token + self.act_bytes_per_expert_token) * b.new_tokens + self.act_bytes_per_seq * b.num_seqs
 
     def state_bytes(self, b: BatchShape) -> Num:
         """Each sequence's linear-attention state, read and written back once per step."""
@@ -272,6 +332,9 @@ class StepModel:
             m.attn_flops_per_pair * self.window_layers * inv_compute,  # per windowed pair
             self.linear_layers * m.linear_flops_per_token_layer * inv_compute,  # linear attention, per new token
             _inverse(d.chips * self.weight_bw * e.mem_eff),  # per weight byte
+            self.act_bytes_per_token * _inverse(d.chips * self.weight_bw * e.mem_eff),  # activations, per new token (dense blocks)
+            self.act_bytes_per_expert_token * _inverse(d.chips * self.weight_bw * e.mem_eff),  # ... routed experts (no DP spread)
+            self.act_bytes_per_seq * _inverse(d.chips * self.weight_bw * e.mem_eff),  # ... per sequence (output head)
             per_kv_byte * self.full_layers, per_kv_byte * self.window_layers, per_kv_byte * m.num_attention_layers,
             2 * self.state_bytes_per_seq * _inverse(state_bw) if self.state_bytes_per_seq else 0.0,  # per sequence
             comm0, float(self.comm_s(one)) - comm0,  # communication: fixed + per new token
@@ -284,16 +347,23 @@ class StepModel:
         )
 
     def scalar(self, num_seqs: float, new_tokens: float, kv_tokens: float, kv_tokens_window: float,
-               attn_pairs: float, attn_pairs_window: float) -> tuple[float, float]:
+               attn_pairs: float, attn_pairs_window: float, largest_new_tokens: float = 0.0,
+               largest_kv_tokens: float = 0.0, largest_attn_pairs: float = 0.0) -> tuple[float, float]:
         """(latency_s, energy_j) of one step from plain floats: `step` without numpy, for the
         simulator's per-step path (a test pins the two to each other)."""
-        tok, tok_exp, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        tok, tok_exp, seq, pair, pair_w, lin, wb, act, act_exp, act_seq, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
-        spread = d.tp / min(max(num_seqs, 1.0), d.tp) if d.attn_dp else 1.0  # dp_spread in plain floats
+        spread = spread_attn = spread_kv = 1.0
+        if d.attn_dp:  # dp_spreads in plain floats
+            seqs = max(num_seqs, 1.0)
+            spread = max(1.0, d.tp * max(largest_new_tokens, new_tokens / seqs) / max(new_tokens, 1e-300))
+            spread_attn = max(1.0, d.tp * max(largest_attn_pairs, attn_pairs / seqs) / max(attn_pairs, 1e-300))
+            spread_kv = max(1.0, d.tp * max(largest_kv_tokens, kv_tokens / seqs) / max(kv_tokens, 1e-300))
         matmul = (tok * new_tokens + seq * num_seqs) * spread + tok_exp * new_tokens
-        weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
-        attn = (pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens) * spread
-        kv = (kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs) * spread
+        weights = ((self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
+                   + (act * new_tokens + act_seq * num_seqs) * spread + act_exp * new_tokens)
+        attn = (pair * attn_pairs + pair_w * attn_pairs_window) * spread_attn + lin * new_tokens * spread
+        kv = (kvf * kv_tokens + kvw * kv_tokens_window + kvn * new_tokens + state * num_seqs) * spread_kv
         hidden = self.eff.overlap  # `_roof` twice, in plain floats (numpy's minimum would dominate this path)
         roof = (matmul + weights - hidden * (weights if matmul > weights else matmul)
                 + attn + kv - hidden * (kv if attn > kv else attn))
@@ -305,11 +375,12 @@ class StepModel:
     def latency_energy(self, num_seqs: float, new_tokens: float, kv_tokens: np.ndarray, kv_tokens_window: np.ndarray,
                        attn_pairs: np.ndarray, attn_pairs_window: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """`scalar` over arrays of contexts at a fixed batch (a run of decode steps)."""
-        tok, tok_exp, seq, pair, pair_w, lin, wb, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
+        tok, tok_exp, seq, pair, pair_w, lin, wb, act, act_exp, act_seq, kvf, kvw, kvn, state, comm0, comm1, fixed, hop1, watts, experts, miss = self._scalar
         d = self.dep
-        spread = float(self.dp_spread(num_seqs))
+        spread = float(self.dp_spread(num_seqs))  # decodes alike: each sequence one token, the mean context
         matmul = (tok * new_tokens + seq * num_seqs) * spread + tok_exp * new_tokens
-        weights = (self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
+        weights = ((self.dense_weight_bytes + (experts * (1.0 - miss**new_tokens) if experts else 0.0)) * wb
+                   + (act * new_tokens + act_seq * num_seqs) * spread + act_exp * new_tokens)
         attn = (pair * attn_pairs + pair_w * attn_pairs_window + lin * new_tokens) * spread
         kv = (kvn * new_tokens + kvf * kv_tokens + kvw * kv_tokens_window + state * num_seqs) * spread
         roof = _roof(matmul, weights, self.eff.overlap) + _roof(attn, kv, self.eff.overlap)
@@ -324,12 +395,17 @@ class StepModel:
         per_stage = d.chips  # each chip holds 1/tp of 1/pp of the model
         rate = per_stage * self.format_flops_per_s * e.compute_eff
         matmul_flops, attn_flops = self.matmul_flops(b), self.attn_flops(b)
-        spread, expert_flops = self.dp_spread(b.num_seqs), self.expert_flops_per_token * b.new_tokens
-        matmul, attn = ((matmul_flops - expert_flops) * spread + expert_flops) / rate, attn_flops * spread / rate
+        (spread, spread_attn, spread_kv), expert_flops = self.dp_spreads(b), self.expert_flops_per_token * b.new_tokens
+        linear_flops = self.linear_layers * m.linear_flops_per_token_layer * b.new_tokens  # per token, like the matmuls
+        matmul = ((matmul_flops - expert_flops) * spread + expert_flops) / rate
+        attn = ((attn_flops - linear_flops) * spread_attn + linear_flops * spread) / rate
         w_bytes, kv, state = self.weight_bytes(b), self.kv_bytes(b), self.state_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
-        kv_mem = (kv / self.kv_shards + state / self.state_shards) * spread / (self.kv_bw * e.mem_eff)
-        roof = _roof(matmul, weight_mem, e.overlap) + _roof(attn, kv_mem, e.overlap)  # per-operator roofline
+        expert_act = self.act_bytes_per_expert_token * b.new_tokens
+        act = self.act_traffic_bytes(b)
+        act_mem = ((act - expert_act) * spread + expert_act) / per_stage / (self.weight_bw * e.mem_eff)
+        kv_mem = (kv / self.kv_shards + state / self.state_shards) * spread_kv / (self.kv_bw * e.mem_eff)
+        roof = _roof(matmul, weight_mem + act_mem, e.overlap) + _roof(attn, kv_mem, e.overlap)  # per-operator roofline
         flops, compute = matmul_flops + attn_flops, matmul + attn
         comm = self.comm_s(b)
         fixed = (e.layer_overhead_s * m.num_layers + e.moe_layer_overhead_s * m.num_moe_layers) / d.pp
@@ -343,10 +419,11 @@ class StepModel:
             interval_s=interval,
             compute_s=compute * d.pp,
             weight_memory_s=weight_mem * d.pp,
+            act_memory_s=act_mem * d.pp,
             kv_memory_s=kv_mem * d.pp,
             comm_s=comm * d.pp + (d.pp - 1) * hop,
             overhead_s=fixed * d.pp + e.step_overhead_s,
             flops=flops,
-            bytes=w_bytes + kv + state,
+            bytes=w_bytes + act + kv + state,
             energy_j=watts * (STATIC_POWER_FRACTION / d.pp * latency + (1 - STATIC_POWER_FRACTION) * roof),
         )

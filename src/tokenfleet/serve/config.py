@@ -15,6 +15,9 @@ class SchedulerConfig(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
     max_num_batched_tokens: int = Field(default=8192, ge=1, description="token budget per step; prompts longer than this are chunked")
     max_num_seqs: int = Field(default=256, ge=1, description="cap on sequences running at once")
+    max_chunk_tokens: int | None = Field(default=None, ge=1, description=(
+        "most prompt tokens one request computes in a step (None: the whole budget); an "
+        "attention-DP replica sets it to one rank's budget (serve/simulate.py build_engines)"))
     seqs_per_micro_batch: bool = Field(default=False, description=(
         "apply max_num_seqs to each micro-batch of a pipelined replica, as TensorRT-LLM applies its "
         "max_batch_size (cpp/tensorrt_llm/batch_manager/trtGptModel.h: running sequences = "

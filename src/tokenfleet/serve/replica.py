@@ -55,7 +55,7 @@ class Replica:
         self.stalled = False
 
     def add(self, req: Request) -> None:
-        if req.prompt + req.output + self.pool.per_seq_tokens > self.pool.capacity_tokens:
+        if req.prompt + req.output + self.pool.per_seq_tokens > self.pool.max_seq_tokens:
             raise_too_long(req, self.pool)
         if not self.sched.busy:
             self.clock = max(self.clock, req.arrival_s)
@@ -86,22 +86,26 @@ class Replica:
             self._finish(sched.advance(plan, self.clock))
 
     # --- one step --------------------------------------------------------------------------
-    def _shape(self, plan: StepPlan) -> tuple[float, float, float, float, float, float]:
-        """(sequences, new tokens, KV tokens, windowed KV tokens, pairs, windowed pairs)."""
+    def _shape(self, plan: StepPlan) -> tuple[float, ...]:
+        """(sequences, new tokens, KV tokens, windowed KV tokens, pairs, windowed pairs), then the
+        largest prompt chunk's new tokens, context and pairs (decoders count as the mean one)."""
         s, w = self.sched, self.cost.window
         new = plan.decodes * s.t
         kv, kv_w = s.ctx_sum, self._decode_window_ctx()
         t_pairs = s.t * (s.t - 1) / 2
         pairs, pairs_w = s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs
+        big_new = big_kv = big_pairs = 0.0
         for req, chunk in plan.chunks:
             start, end = req.computed, req.computed + chunk
             new += chunk
             kv += end
             kv_w += min(end, w)
-            pairs += chunk * start + chunk * (chunk + 1) / 2
+            chunk_pairs = chunk * start + chunk * (chunk + 1) / 2
+            pairs += chunk_pairs
             below = min(max(w - start, 0.0), chunk)  # queries whose position is inside the window
             pairs_w += below * (start + 1) + below * (below - 1) / 2 + ((chunk - below) * w if chunk > below else 0.0)
-        return float(plan.decodes + len(plan.chunks)), float(new), kv, kv_w, pairs, pairs_w
+            big_new, big_kv, big_pairs = max(big_new, chunk), max(big_kv, end), max(big_pairs, chunk_pairs)
+        return float(plan.decodes + len(plan.chunks)), float(new), kv, kv_w, pairs, pairs_w, float(big_new), float(big_kv), big_pairs
 
     def _decode_window_ctx(self) -> float:
         """Decoders' context as windowed layers see it: capped at the window."""
@@ -177,6 +181,6 @@ def raise_too_long(req: Request, pool: KvPool) -> None:
     raise TokenfleetError(
         f"request {req.id} needs {req.prompt + req.output + pool.per_seq_tokens:,} tokens of KV cache "
         f"(prompt + output + {'one block' if pool.per_seq_tokens == pool.block_size else 'one block and its linear-attention state'}) "
-        f"but one replica holds {int(pool.capacity_tokens):,}: "
+        f"but {'one replica' if pool.ranks == 1 else 'one attention-DP rank'} holds {int(pool.max_seq_tokens):,}: "
         "use more chips per replica, --precision fp8, or shorter requests"
     )

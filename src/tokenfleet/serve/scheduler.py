@@ -37,10 +37,13 @@ class KvPool:
     Each sequence holds its context plus one block: its last, partly filled block counted whole,
     so the count is never below vLLM's block count and at most one block per sequence above it.
     A model with linear-attention layers adds each sequence's fixed state, as whole blocks of the
-    same bytes (`state_tokens`, from the memory plan)."""
+    same bytes (`state_tokens`, from the memory plan). With attention DP a sequence lives on one of
+    `ranks` chips, so one sequence may hold at most that chip's share."""
 
-    def __init__(self, capacity_tokens: float, block_size: int, state_tokens: float = 0.0):
+    def __init__(self, capacity_tokens: float, block_size: int, state_tokens: float = 0.0, ranks: int = 1):
         self.capacity_tokens, self.block_size = float(capacity_tokens), block_size
+        self.ranks = ranks
+        self.max_seq_tokens = self.capacity_tokens / ranks
         #: what a sequence holds beyond its context: the partial last block and its state
         self.per_seq_tokens = block_size * (1 + math.ceil(state_tokens / block_size - 1e-9))
         self.used_tokens = self.peak_tokens = 0.0
@@ -84,6 +87,7 @@ class Scheduler:
         block = cfg.prefix_block_tokens
         self.prefix_step_tokens = max(cfg.max_num_batched_tokens // block, 1) * block if recurrent_state else block
         self.reserve = cfg.reserve_output_kv
+        self.chunk_cap = cfg.max_chunk_tokens or cfg.max_num_batched_tokens
         self.e = cfg.spec.tokens_per_step  # tokens accepted per decode step (1 without speculation)
         self.t = cfg.spec.verified_tokens  # tokens verified per decode step
         self.waiting: deque[Request] = deque()
@@ -127,7 +131,7 @@ class Scheduler:
         for req in list(self.prefilling):
             if req.admitted < 0:  # preempted above to make room for an older request
                 continue
-            chunk = int(min(req.target - req.computed, budget))
+            chunk = int(min(req.target - req.computed, budget, self.chunk_cap))
             if chunk <= 0:
                 continue
             if not self._room_for(req, chunk):
@@ -188,7 +192,7 @@ class Scheduler:
                 break  # KV resident: joins the decoders at the start of the next step
             if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
                 req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
-            chunk = int(min(req.target - req.computed, budget))
+            chunk = int(min(req.target - req.computed, budget, self.chunk_cap))
             if not self._fits(req, chunk, 0):  # this step's decoder growth is already taken
                 break
             self.waiting.popleft()
@@ -207,7 +211,7 @@ class Scheduler:
         head, n = self.waiting[0], len(self.decoding)
         if head.computed >= head.target:
             return self._resident_fits(head)
-        chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t)
+        chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t, self.chunk_cap)
         return chunk > 0 and self._fits(head, chunk, n)
 
     # --- after a step --------------------------------------------------------------------
