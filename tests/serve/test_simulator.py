@@ -94,6 +94,16 @@ def test_pipeline_micro_batches_sharing_a_tight_cache_all_finish(reqs: list[tupl
     assert res.summary["peak_kv_occupancy"] <= 1.0
 
 
+def test_micro_batches_whose_long_prompts_fit_the_cache_only_one_at_a_time_all_finish() -> None:
+    """Four micro-batch engines, a 2,600-2,900-token prompt each, a shared cache of 3,440 tokens:
+    the newest request in the whole cache is preempted, so the oldest always progresses (each
+    engine preempting its own newest let them evict themselves in turn forever)."""
+    trace = trace_of([0.0, 0.01, 0.02, 0.03], [2800, 2700, 2600, 2900], [50] * 4)
+    cfg = SchedulerConfig(max_num_batched_tokens=512, max_num_seqs=16)
+    s = simulate(MODEL, CHIP, deployment(chips=4, pp=4), trace, cfg, kv_blocks=215).summary
+    assert s["completed"] == 4 and s["preemptions"] > 0
+
+
 def test_a_request_with_resident_kv_only_decodes() -> None:
     """Moved from a prefill pool: no prompt to compute, and the same decode steps as at home."""
     home, _ = run(trace_of([0.0], [3000], [200]))

@@ -55,5 +55,5 @@ def auto_deployment(model: ModelSpec, chip: ChipSpec, sequences: float = 0.0, co
             dep = dep.model_copy(update={"attn_dp": True})
         if parallelism_problem(model, chip, dep) is None and plan_memory(model, chip, dep, sequences, context_tokens).fits:
             return dep
-    require_fit(plan_memory(model, chip, dep, sequences, context_tokens), dep, chip)
+    require_fit(plan_memory(model, chip, dep, sequences, context_tokens), dep, chip, model, sequences, context_tokens)
     raise TokenfleetError(f"{model.name} does not fit on up to {MAX_AUTO_CHIPS} x {chip.id}")

@@ -108,14 +108,34 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
     )
 
 
-def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec) -> None:
-    """Raise a one-line error saying by how much a deployment misses and what would fix it."""
+def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelSpec | None = None,
+                sequences: float = 0.0, context_tokens: float = 0.0) -> None:
+    """Raise a one-line error saying by how much a deployment misses and what would fix it. With
+    attention DP (and the `model` given) the fix is searched, not scaled: every chip holds the
+    non-expert weights whole, so more chips only thin the experts and the cache."""
     if plan.fits:
         return
     need, have = plan.needed_bytes / GB, plan.available_bytes / GB
-    more = max(2, int(-(-dep.chips * need // max(have, 1e-9))))
     narrower = {"bf16": "fp8", "fp16": "fp8", "fp8": "fp4", "int8": "int4"}.get(dep.weight_precision)
-    hint = f"use --chips {more}" + (f" or --precision {narrower}" if narrower else "")
+    if dep.attn_dp and model is not None:
+        hint = _attention_dp_fix(model, chip, dep, sequences, context_tokens)
+    else:
+        hint = f"use --chips {max(2, int(-(-dep.chips * need // max(have, 1e-9))))}"
+    hint += (f" or --precision {narrower}" if hint.startswith("use") else f" or use --precision {narrower}") if narrower else ""
     raise TokenfleetError(
         f"does not fit: needs {need:,.1f} GB, has {have:,.1f} GB usable on {dep.chips} x {chip.id}: {hint}"
     )
+
+
+def _attention_dp_fix(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float, context_tokens: float) -> str:
+    """The fewest chips (the stage doubled, up to 1,024 a stage) on which the attention-DP layout
+    fits; else why no count does."""
+    tp = dep.tp * 2
+    while tp <= 1024:
+        wider = dep.model_copy(update={"chips": tp * dep.pp, "tp": tp})
+        if plan_memory(model, chip, wider, sequences, context_tokens).fits:
+            return f"use --chips {wider.chips}"
+        tp *= 2
+    dense_gb = model.dense_params / dep.pp * bytes_per_elem(dep.weight_precision) / GB
+    return (f"under attention DP every chip holds the {dense_gb:,.1f} GB of non-expert weights"
+            f"{'' if dep.pp == 1 else ' of its stage'}: drop --attn-dp")

@@ -144,7 +144,7 @@ def predict_static(model: ModelSpec, chip: ChipSpec, dep: Deployment, work: Work
     deployment cannot hold it."""
     check_context(model, work)
     sm = step_model(model, chip, dep, work, eff)
-    require_fit(sm.memory, dep, chip)
+    require_fit(sm.memory, dep, chip, model, work.batch, work.input_tokens + work.output_tokens)
     prefill = sm.step(batch_shape(model, [work.input_tokens] * work.batch, [work.input_tokens] * work.batch))
     decode = sm.step(decode_shapes(model, work, spec)) if work.output_tokens > 1 else None
     ttft = float(prefill.latency_s)

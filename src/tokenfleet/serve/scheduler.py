@@ -49,6 +49,8 @@ class KvPool:
         self.used_tokens = self.peak_tokens = 0.0
         self.reserved_tokens = 0.0  # promised to admitted requests' future tokens (reserve_output_kv)
         self.last_release_s = 0.0
+        self.schedulers: list[Scheduler] = []  # the engines sharing this cache (a pipeline's micro-batches)
+        self.admissions = itertools.count()  # admission order across them
 
     @property
     def free_tokens(self) -> float:
@@ -99,7 +101,8 @@ class Scheduler:
         self.window_heap: list[tuple[int, int, Request]] = []  # (step it reaches the window, ...)
         self.steps = 0  # decode steps taken (the decoders' clock; prefill-only steps leave it)
         self._preempted_this_step = False
-        self._tickets, self._admissions = itertools.count(), itertools.count()
+        self._tickets = itertools.count()
+        pool.schedulers.append(self)
         self.prefix: OrderedDict[int, None] = OrderedDict()  # resident prefix blocks, LRU order
         self.prefix_capacity = int(pool.capacity_tokens // cfg.prefix_block_tokens)
         self.prefix_lookups = self.prefix_hits = self.prefix_hit_tokens = 0
@@ -123,7 +126,7 @@ class Scheduler:
         self._preempted_this_step = False
         self._admit_resident()
         while self.decoding and self.pool.free_tokens < len(self.decoding) * self.e:
-            self._preempt(self._newest())
+            self._preempt_newest()
         if self.decoding:
             self._grow_decoders(1)
         budget = self.cfg.max_num_batched_tokens - len(self.decoding) * self.t
@@ -153,8 +156,7 @@ class Scheduler:
     def _room_for(self, req: Request, tokens: float) -> bool:
         """Preempt newer requests until `tokens` fit; False if `req` itself had to go."""
         while self.pool.free_tokens < tokens:
-            victim = self._newest()
-            self._preempt(victim)
+            victim = self._preempt_newest()
             if victim is req:
                 return False
         return True
@@ -165,7 +167,7 @@ class Scheduler:
         while self.waiting and self.seats() < self.cfg.max_num_seqs and self._resident_fits(self.waiting[0]):
             req = self.waiting.popleft()
             self.pool.take(req.computed + self.pool.per_seq_tokens, self._promise(req, req.computed))
-            req.admitted = next(self._admissions)
+            req.admitted = next(self.pool.admissions)
             self._start_decoding(req)
 
     def _resident_fits(self, req: Request) -> bool:
@@ -197,7 +199,7 @@ class Scheduler:
                 break
             self.waiting.popleft()
             self.pool.take(req.computed + chunk + self.pool.per_seq_tokens, self._promise(req, req.computed + chunk))
-            req.admitted = next(self._admissions)
+            req.admitted = next(self.pool.admissions)
             self.prefilling.append(req)
             chunks.append((req, chunk))
             budget -= chunk
@@ -294,6 +296,17 @@ class Scheduler:
             assert last_prefill is not None
             return last_prefill
         return last_decoder
+
+    def _preempt_newest(self) -> Request:
+        """Preempt the newest request in the cache, whichever engine sharing it runs it (as vLLM's
+        one scheduler does over a pipeline's micro-batches): the oldest always progresses. Each
+        engine choosing among its own let a pipeline's micro-batches, each with a long prompt in
+        a cache that holds one, preempt themselves in turn forever."""
+        owner, victim = max(((s, s._newest()) for s in self.pool.schedulers if s.decoding or s.prefilling),
+                            key=lambda pair: pair[1].admitted)
+        owner._preempt(victim)
+        self._preempted_this_step = True
+        return victim
 
     def _preempt(self, victim: Request) -> None:
         """Recompute preemption: drop the KV; the prompt and the tokens so far are prefilled again."""

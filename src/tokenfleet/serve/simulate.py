@@ -41,7 +41,7 @@ def build_engines(model: ModelSpec, chip: ChipSpec, dep: Deployment, cfg: Schedu
     attention-DP ranks apply theirs: an engine runs `tp` times the sequences and tokens, one
     request's prompt chunk at most one rank's budget, and one request's cache fits one rank."""
     cost = StepModel(model, chip, dep, eff or calibration_for(chip).efficiency)
-    require_fit(cost.memory, dep, chip)
+    require_fit(cost.memory, dep, chip, model)
     blocks = int(cost.memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
     per_engine = cfg if cfg.seqs_per_micro_batch else cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
     ranks = dep.tp if dep.attn_dp else 1
