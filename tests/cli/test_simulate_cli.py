@@ -67,13 +67,14 @@ def test_a_trace_at_a_synthetic_rate_keeps_its_lengths_and_the_same_seed_repeats
         (("--trace", "mooncake-conv", "--shared-prefix", "512"), "carries its own prefix hashes"),
         (("--prefix-groups", "3",), "give --shared-prefix TOKENS too"),
         (("--shared-prefix", "0",), "--shared-prefix must be a positive number of tokens"),
+        (("--requests", "5", "--slo", "p99_foo_ms=<=5"), "unknown SLO metric 'p99_foo_ms'"),
     ],
 )
 def test_bad_flags_get_one_line_naming_them(args: tuple[str, ...], message: str) -> None:
     out = tokenfleet(*BASE, *args)
     assert out.returncode != 0
     assert message in out.stderr and "Traceback" not in out.stderr
-    assert len(out.stderr.strip().splitlines()) == 1
+    assert len(out.stderr.strip().splitlines()) == 1 and not out.stdout.strip()
 
 
 def test_a_shared_system_prompt_is_served_from_the_prefix_cache() -> None:

@@ -16,6 +16,7 @@ from tokenfleet.cli.resolve import SPEC_FLAGS, from_flags, resolve_deployment
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.predict import Workload
 from tokenfleet.serve.config import SchedulerConfig
+from tokenfleet.serve.metrics import parse_slo
 from tokenfleet.serve.simulate import simulate
 from tokenfleet.workload.lengths import draw_lengths, vllm_random
 from tokenfleet.workload.traces import Trace, load_trace, shared_prefixes, synthetic
@@ -154,6 +155,7 @@ def run_simulations(model_name: str, hardware: str, flags: WorkloadFlags, chips:
     if replicas <= 0:
         raise TokenfleetError(f"--replicas must be a positive integer, got {replicas}")
     model, slo = get_model(model_name), parse_slo_flags(slo_flags)
+    parse_slo(slo)  # an unknown metric is refused before any progress bar draws
     cfg = scheduler_config(sched)
     trace = build_trace(flags, cfg.prefix_block_tokens)
     # auto deployments hold 16 of the trace's longest requests: enough KV for a pipelined SRAM
