@@ -83,7 +83,7 @@ def resolve_deployment(
             raise TokenfleetError(f"--ep {ep} must divide the tensor-parallel size of {dep.describe()} "
                                   "(experts are spread over the chips of one stage): set --tp or --chips to a multiple of it") from None
     if attn_dp and not dep.attn_dp:
-        dep = Deployment(**{**dep.model_dump(), "attn_dp": True})
+        dep = dep.model_copy(update={"attn_dp": True})
     problem = parallelism_problem(model, chip, dep)
     if problem:
         raise TokenfleetError(f"cannot lay out {n} x {chip.id} as {dep.describe()}: {problem}; {_fix(model, chip, dep)}")

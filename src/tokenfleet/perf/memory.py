@@ -117,25 +117,28 @@ def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelS
         return
     need, have = plan.needed_bytes / GB, plan.available_bytes / GB
     narrower = {"bf16": "fp8", "fp16": "fp8", "fp8": "fp4", "int8": "int4"}.get(dep.weight_precision)
-    if dep.attn_dp and model is not None:
-        hint = _attention_dp_fix(model, chip, dep, sequences, context_tokens)
-    else:
-        hint = f"use --chips {max(2, int(-(-dep.chips * need // max(have, 1e-9))))}"
-    hint += (f" or --precision {narrower}" if hint.startswith("use") else f" or use --precision {narrower}") if narrower else ""
+    precision = f"--precision {narrower}" if narrower else ""
+    more = (_attention_dp_chips(model, chip, dep, sequences, context_tokens) if dep.attn_dp and model is not None
+            else max(2, int(-(-dep.chips * need // max(have, 1e-9)))))
+    if more is not None:
+        hint = f"use --chips {more}" + (f" or {precision}" if precision else "")
+    else:  # attention DP on any number of chips: the non-expert weights alone overflow one
+        assert model is not None
+        dense_gb = model.dense_params / dep.pp * bytes_per_elem(dep.weight_precision) / GB
+        hint = (f"under attention DP every chip holds the {dense_gb:,.1f} GB of non-expert weights"
+                f"{'' if dep.pp == 1 else ' of its stage'}: drop --attn-dp" + (f" or use {precision}" if precision else ""))
     raise TokenfleetError(
         f"does not fit: needs {need:,.1f} GB, has {have:,.1f} GB usable on {dep.chips} x {chip.id}: {hint}"
     )
 
 
-def _attention_dp_fix(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float, context_tokens: float) -> str:
+def _attention_dp_chips(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float, context_tokens: float) -> int | None:
     """The fewest chips (the stage doubled, up to 1,024 a stage) on which the attention-DP layout
-    fits; else why no count does."""
+    fits; None where no count does."""
     tp = dep.tp * 2
     while tp <= 1024:
         wider = dep.model_copy(update={"chips": tp * dep.pp, "tp": tp})
         if plan_memory(model, chip, wider, sequences, context_tokens).fits:
-            return f"use --chips {wider.chips}"
+            return wider.chips
         tp *= 2
-    dense_gb = model.dense_params / dep.pp * bytes_per_elem(dep.weight_precision) / GB
-    return (f"under attention DP every chip holds the {dense_gb:,.1f} GB of non-expert weights"
-            f"{'' if dep.pp == 1 else ' of its stage'}: drop --attn-dp")
+    return None

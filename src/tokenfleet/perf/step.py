@@ -143,7 +143,7 @@ def activation_bytes(model: ModelSpec, dep: Deployment) -> tuple[float, float, f
              + m.num_linear_layers * block(m.linear_params_per_layer, copies)
              + m.num_dense_layers * block(m.dense_mlp_params, copies)
              + (m.num_moe_layers * block(m.shared_expert_params, copies) if m.shared_expert_params else 0.0))
-    experts = m.num_moe_layers * m.experts_per_token * block(m.expert_params, dep.tp / dep.ep) if m.is_moe else 0.0
+    experts = m.num_moe_layers * m.experts_per_token * block(m.expert_params, dep.tp / dep.ep)  # 0 for a dense model
     head = h * copies + m.vocab_size
     return dense * io, experts * io, head * io
 
@@ -324,6 +324,7 @@ class StepModel:
         per_kv_byte = self.model.kv_elems_per_token_layer * self.kv_elem_bytes * _inverse(kv_bw)
         state_bw = self.kv_bw * e.mem_eff * self.state_shards
         inv_compute = _inverse(d.chips * self.format_flops_per_s * e.compute_eff)
+        per_weight_byte = _inverse(d.chips * self.weight_bw * e.mem_eff)  # weights and activations share the tier
         return (
             (2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) - self.expert_flops_per_token) * inv_compute,  # per new token, but routed experts
             self.expert_flops_per_token * inv_compute,  # per new token, routed experts (no DP spread)
@@ -331,10 +332,10 @@ class StepModel:
             m.attn_flops_per_pair * self.full_layers * inv_compute,  # per full-attention pair
             m.attn_flops_per_pair * self.window_layers * inv_compute,  # per windowed pair
             self.linear_layers * m.linear_flops_per_token_layer * inv_compute,  # linear attention, per new token
-            _inverse(d.chips * self.weight_bw * e.mem_eff),  # per weight byte
-            self.act_bytes_per_token * _inverse(d.chips * self.weight_bw * e.mem_eff),  # activations, per new token (dense blocks)
-            self.act_bytes_per_expert_token * _inverse(d.chips * self.weight_bw * e.mem_eff),  # ... routed experts (no DP spread)
-            self.act_bytes_per_seq * _inverse(d.chips * self.weight_bw * e.mem_eff),  # ... per sequence (output head)
+            per_weight_byte,
+            self.act_bytes_per_token * per_weight_byte,  # activations, per new token (dense blocks)
+            self.act_bytes_per_expert_token * per_weight_byte,  # ... routed experts (no DP spread)
+            self.act_bytes_per_seq * per_weight_byte,  # ... per sequence (output head)
             per_kv_byte * self.full_layers, per_kv_byte * self.window_layers, per_kv_byte * m.num_attention_layers,
             2 * self.state_bytes_per_seq * _inverse(state_bw) if self.state_bytes_per_seq else 0.0,  # per sequence
             comm0, float(self.comm_s(one)) - comm0,  # communication: fixed + per new token

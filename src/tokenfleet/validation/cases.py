@@ -150,7 +150,7 @@ def deployment_for(case: Case, model: ModelSpec, chip: ChipSpec, work: Workload)
     dep = _layout_for(case, model, chip, work)
     engine = engine_settings(case.id, case.hardware)
     if engine is not None and engine.attn_dp:
-        return Deployment.model_validate({**dep.model_dump(), "attn_dp": True})
+        return dep.model_copy(update={"attn_dp": True})
     return dep
 
 
