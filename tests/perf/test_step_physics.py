@@ -175,16 +175,18 @@ def test_attention_is_its_own_kernel_so_compute_bound_matmuls_do_not_hide_kv_rea
 
 def test_narrow_formats_run_at_their_fitted_share_of_compute_efficiency_where_the_chip_has_them() -> None:
     """FP4 and FP8 matmuls each run at their own fitted share of compute_eff; other formats, and a
-    narrow format on a chip without its tensor cores (FP4 weights on an H100 compute in FP8), do not."""
+    narrow format on a chip without its tensor cores (FP4 weights on an H100 compute in FP8), do
+    not, nor does the output head, which stays 16-bit beside narrow weights."""
     m = get_model("llama-3.3-70b")
     prefill = batch_shape(m, [8192], [8192])  # compute-bound
     factors = Efficiency(step_overhead_s=0, layer_overhead_s=0, fp4_compute_factor=0.8, fp8_compute_factor=1.25)
     for chip, precision, slower in (("b200", "fp4", 1 / 0.8), ("b200", "fp8", 1 / 1.25), ("b200", "bf16", 1.0),
                                     ("h100-sxm", "fp4", 1.0), ("h100-sxm", "fp8", 1 / 1.25)):
         dep = deployment(precision=precision)
-        base = StepModel(m, get_chip(chip), dep, Efficiency(step_overhead_s=0, layer_overhead_s=0)).step(prefill)
+        sm = StepModel(m, get_chip(chip), dep, Efficiency(step_overhead_s=0, layer_overhead_s=0))
+        head_s = sm.head_flops(prefill) / (sm.head_flops_per_s * sm.eff.compute_eff)
         scaled = StepModel(m, get_chip(chip), dep, factors).step(prefill)
-        assert scaled.compute_s == pytest.approx(base.compute_s * slower), (chip, precision)
+        assert scaled.compute_s - head_s == pytest.approx((sm.step(prefill).compute_s - head_s) * slower), (chip, precision)
 
 
 def test_collectives_move_bytes_at_the_fitted_share_of_link_bandwidth() -> None:
@@ -242,7 +244,8 @@ def test_attention_dp_holds_a_latent_cache_once_and_every_chip_all_but_the_exper
     m, chip = get_model("deepseek-v3"), get_chip("h200-sxm")
     tp, adp = deployment(chips=8, precision="fp8"), deployment(chips=8, precision="fp8", attn_dp=True)
     a, b = plan_memory(m, chip, tp), plan_memory(m, chip, adp)
-    assert b.weight_bytes_per_chip - a.weight_bytes_per_chip == pytest.approx(m.dense_params * (1 - 1 / 8))  # fp8: 1 byte
+    dense_bytes = m.dense_params + m.embedding_params  # fp8: 1 byte, embeddings and head 2
+    assert b.weight_bytes_per_chip - a.weight_bytes_per_chip == pytest.approx(dense_bytes * (1 - 1 / 8))
     per_token_tp, per_token_adp = a.kv_capacity_bytes_per_chip / a.kv_capacity_tokens, b.kv_capacity_bytes_per_chip / b.kv_capacity_tokens
     assert per_token_tp == pytest.approx(8 * per_token_adp)
     assert b.kv_capacity_tokens > 4 * a.kv_capacity_tokens

@@ -39,13 +39,28 @@ def state_shards(model: ModelSpec, dep: Deployment) -> int:
     return dep.pp * min(dep.tp, max(model.linear_value_heads, 1))
 
 
+def embedding_bytes_per_elem(dep: Deployment) -> float:
+    """Quantised checkpoints keep the input embedding and the output head in 16-bit (TensorRT Model
+    Optimizer's FP8 and NVFP4 configs leave `*lm_head*` unquantised, as do compressed-tensors FP8
+    checkpoints' `ignore: [lm_head]` and MLPerf's quantised submissions): the wider of the weight
+    format and the activations'."""
+    return max(bytes_per_elem(dep.weight_precision), bytes_per_elem(dep.act_precision))
+
+
+def dense_weight_bytes(model: ModelSpec, dep: Deployment) -> float:
+    """Every weight but the routed experts, in their stored formats (embeddings: see
+    `embedding_bytes_per_elem`)."""
+    emb = model.embedding_params
+    return (model.dense_params - emb) * bytes_per_elem(dep.weight_precision) + emb * embedding_bytes_per_elem(dep)
+
+
 def weight_bytes_per_chip(model: ModelSpec, dep: Deployment) -> float:
     """Weights one chip holds: 1/chips of the model, or with attention DP all of its stage's
     weights but the routed experts, which its stage splits."""
-    per_param = bytes_per_elem(dep.weight_precision)
+    experts = model.expert_params_total * bytes_per_elem(dep.weight_precision)
     if dep.attn_dp:
-        return (model.dense_params / dep.pp + model.expert_params_total / dep.chips) * per_param
-    return model.total_params * per_param / dep.chips
+        return dense_weight_bytes(model, dep) / dep.pp + experts / dep.chips
+    return (dense_weight_bytes(model, dep) + experts) / dep.chips
 
 
 def state_bytes_per_elem(dep: Deployment) -> float:
@@ -124,7 +139,7 @@ def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelS
         hint = f"use --chips {more}" + (f" or {precision}" if precision else "")
     else:  # attention DP on any number of chips: the non-expert weights alone overflow one
         assert model is not None
-        dense_gb = model.dense_params / dep.pp * bytes_per_elem(dep.weight_precision) / GB
+        dense_gb = dense_weight_bytes(model, dep) / dep.pp / GB
         hint = (f"under attention DP every chip holds the {dense_gb:,.1f} GB of non-expert weights"
                 f"{'' if dep.pp == 1 else ' of its stage'}: drop --attn-dp" + (f" or use {precision}" if precision else ""))
     raise TokenfleetError(

@@ -23,6 +23,8 @@ from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import (
     MemoryPlan,
+    dense_weight_bytes,
+    embedding_bytes_per_elem,
     kv_shards,
     plan_memory,
     state_bytes_per_elem,
@@ -209,8 +211,9 @@ class StepModel:
         self.state_bytes_per_seq = model.state_bytes(state_bytes_per_elem(dep))
         self.state_shards = state_shards(model, dep)
         # weights every step reads in full (with attention DP, on every chip of a stage), and one routed expert of every MoE layer
-        self.dense_weight_bytes = ((model.dense_params - model.vocab_size * model.hidden_size * (0 if model.tied_embeddings else 1)) * w_bytes
-                                   * (dep.tp if dep.attn_dp else 1))
+        # (the input embedding is looked up, not read whole; the output head is, in 16-bit: see embedding_bytes_per_elem)
+        input_table = 0 if model.tied_embeddings else model.vocab_size * model.hidden_size * embedding_bytes_per_elem(dep)
+        self.dense_weight_bytes = (dense_weight_bytes(model, dep) - input_table) * (dep.tp if dep.attn_dp else 1)
         self.expert_flops_per_token = 2 * model.num_moe_layers * model.experts_per_token * model.expert_params
         self.act_bytes_per_token, self.act_bytes_per_expert_token, self.act_bytes_per_seq = activation_bytes(model, dep)
         self.expert_bytes_per_layer = model.num_experts * model.expert_params * w_bytes
@@ -219,6 +222,9 @@ class StepModel:
         native = chip.peak_key(compute_format) == PEAK_KEY.get(compute_format)
         format_factor = {"fp4": eff.fp4_compute_factor, "fp8": eff.fp8_compute_factor}.get(compute_format, 1.0) if native else 1.0
         self.format_flops_per_s = chip.peak_flops_per_s(compute_format) * format_factor  # before compute_eff
+        # the output head computes in its own (16-bit) format where the other weights are narrower
+        head_wider = embedding_bytes_per_elem(dep) > w_bytes
+        self.head_flops_per_s = chip.peak_flops_per_s(COMPUTE_FORMAT[dep.act_precision]) if head_wider else self.format_flops_per_s
         self.weight_bw = chip.sram_bytes_per_s if self.memory.weights_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_bw = chip.sram_bytes_per_s if self.memory.kv_tier == "sram" else chip.hbm_bytes_per_s
         self.kv_shards = kv_shards(model, dep)
@@ -236,6 +242,10 @@ class StepModel:
         head = 2 * m.vocab_size * m.hidden_size
         per_token = 2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size)
         return per_token * b.new_tokens + head * b.num_seqs
+
+    def head_flops(self, b: BatchShape) -> Num:
+        """The output head's part of `matmul_flops`: one token per sequence."""
+        return 2 * self.model.vocab_size * self.model.hidden_size * b.num_seqs
 
     def attn_flops(self, b: BatchShape) -> Num:
         """2 * heads * (d_qk + d_v) per (query, key) pair per attention layer [Kaplan et al. 2020];
@@ -328,7 +338,7 @@ class StepModel:
         return (
             (2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size) - self.expert_flops_per_token) * inv_compute,  # per new token, but routed experts
             self.expert_flops_per_token * inv_compute,  # per new token, routed experts (no DP spread)
-            2 * m.vocab_size * m.hidden_size * inv_compute,  # per sequence (output head)
+            2 * m.vocab_size * m.hidden_size * _inverse(d.chips * self.head_flops_per_s * e.compute_eff),  # per sequence (output head)
             m.attn_flops_per_pair * self.full_layers * inv_compute,  # per full-attention pair
             m.attn_flops_per_pair * self.window_layers * inv_compute,  # per windowed pair
             self.linear_layers * m.linear_flops_per_token_layer * inv_compute,  # linear attention, per new token
@@ -398,7 +408,9 @@ class StepModel:
         matmul_flops, attn_flops = self.matmul_flops(b), self.attn_flops(b)
         (spread, spread_attn, spread_kv), expert_flops = self.dp_spreads(b), self.expert_flops_per_token * b.new_tokens
         linear_flops = self.linear_layers * m.linear_flops_per_token_layer * b.new_tokens  # per token, like the matmuls
-        matmul = ((matmul_flops - expert_flops) * spread + expert_flops) / rate
+        head_flops = self.head_flops(b)
+        matmul = ((matmul_flops - expert_flops - head_flops) * spread + expert_flops) / rate
+        matmul = matmul + head_flops * spread / (per_stage * self.head_flops_per_s * e.compute_eff)
         attn = ((attn_flops - linear_flops) * spread_attn + linear_flops * spread) / rate
         w_bytes, kv, state = self.weight_bytes(b), self.kv_bytes(b), self.state_bytes(b)
         weight_mem = w_bytes / per_stage / (self.weight_bw * e.mem_eff)
