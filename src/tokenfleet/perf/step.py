@@ -239,9 +239,8 @@ class StepModel:
     def matmul_flops(self, b: BatchShape) -> Num:
         """2 FLOPs per weight per token (the output head only for one token per sequence)."""
         m = self.model
-        head = 2 * m.vocab_size * m.hidden_size
         per_token = 2 * (m.matmul_params_per_token - m.vocab_size * m.hidden_size)
-        return per_token * b.new_tokens + head * b.num_seqs
+        return per_token * b.new_tokens + self.head_flops(b)
 
     def head_flops(self, b: BatchShape) -> Num:
         """The output head's part of `matmul_flops`: one token per sequence."""
