@@ -417,13 +417,15 @@ def test_the_shipped_trtllm_table_is_predicted_whole_and_agrees_with_the_calibra
     assert twins == 22
     outcomes = validation_report(cases_path("trtllm-perf-overview")).outcomes
     assert all(o.predicted is not None for o in outcomes), [(o.case.id, o.reason) for o in outcomes if o.predicted is None]
-    # a guard on what no fit sees: 20.5% on the 130 runs outside cases.csv (2026-11-24; 19.98% before
-    # HBM capacities were read in binary units, which gave the attention-DP MoE runs on H100 5.5 GB
-    # more cache each and made them faster still: Qwen3-235B's 27 at 1.48x, Maverick on B200 at
-    # 1.21x, see README); a change to the cost model or the simulator that takes it past 21% is a
-    # regression to explain
+    # a guard on what no fit sees: 21.0% on the 130 runs outside cases.csv (2026-11-25). 19.98% before
+    # HBM capacities were read in binary units (2026-11-24: 20.5%, the attention-DP MoE runs on H100
+    # got 5.5 GB more cache each and came out faster still); then TensorRT-LLM's own memory rule
+    # (its cache a share of the memory left free, 2026-11-25) gave its runs the cache they had: the
+    # dense runs and Qwen3-235B on H100 closer, but the runs already too fast at large batch
+    # (Maverick on H100 and H200, Llama-3.1-405B's long outputs on H100) faster still, see README.
+    # A change to the cost model or the simulator that takes it past 22% is a regression to explain
     unseen = [o.error for o in outcomes if o.error is not None and "same measurement as cases.csv" not in o.case.notes]
-    assert len(unseen) == 130 and sum(unseen) / len(unseen) <= 0.21
+    assert len(unseen) == 130 and sum(unseen) / len(unseen) <= 0.22
 
 
 def test_trtllm_0_17s_table_is_predicted_whole_and_none_of_it_is_calibration_data() -> None:
@@ -439,7 +441,8 @@ def test_trtllm_0_17s_table_is_predicted_whole_and_none_of_it_is_calibration_dat
         assert tuple(getattr(case, k) for k in key) not in calibration, case.id
     outcomes = validation_report(cases_path("trtllm-v0.17")).outcomes
     assert all(o.predicted is not None for o in outcomes), [(o.case.id, o.reason) for o in outcomes if o.predicted is None]
-    # a guard, as above: 12.2% (2026-11-24; 14.8% before HBM capacities were read in binary units),
-    # worst where weights leave little room (Llama-3.1-70B FP8 on one H100 at 0.43x, see README)
+    # a guard, as above: 9.8% (2026-11-25; 14.8% before HBM capacities were read in binary units,
+    # 12.2% before TensorRT-LLM's runs sized their cache from free memory: Llama-3.1-70B FP8 on one
+    # H100 0.43x -> 0.82x, see README)
     errors = [o.error for o in outcomes if o.error is not None]
-    assert sum(errors) / len(errors) <= 0.13
+    assert sum(errors) / len(errors) <= 0.105

@@ -25,6 +25,8 @@ from tokenfleet.workload.traces import Trace, load_trace, shared_prefixes, synth
 DEFAULT_SYNTHETIC_REQUESTS = 1000
 #: The scheduler settings' flags, to name them in errors.
 SCHEDULER_FLAGS = {"max_num_seqs": "--max-num-seqs", "max_num_batched_tokens": "--max-batched-tokens",
+                   "gpu_memory_utilization": "--gpu-memory-utilization",
+                   "kv_cache_free_gpu_mem_fraction": "--kv-cache-free-gpu-mem-fraction",
                    **{f"spec.{field}": flag for field, flag in SPEC_FLAGS.items()}}
 
 

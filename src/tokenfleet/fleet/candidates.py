@@ -171,9 +171,9 @@ def _upper_bounds_s(cls: TrafficClass, metric: str) -> float:
     return min(limits, default=math.inf)
 
 
-def _max_sequences(model: ModelSpec, chip: ChipSpec, dep: Deployment, context_tokens: int) -> int:
-    """Sequences of `context_tokens` whose KV cache fits beside the weights."""
-    mem = plan_memory(model, chip, dep)
+def _max_sequences(model: ModelSpec, chip: ChipSpec, dep: Deployment, context_tokens: int, sched: SchedulerConfig) -> int:
+    """Sequences of `context_tokens` whose KV cache fits beside the weights, by the engine's rule."""
+    mem = plan_memory(model, chip, dep, budget=sched.kv_budget())
     room = mem.kv_capacity_tokens
     return int(room // max(context_tokens + mem.state_tokens_per_seq, 1)) if math.isfinite(room) else 1 << 30
 
@@ -193,7 +193,7 @@ def static_estimate(model: ModelSpec, chip: ChipSpec, dep: Deployment, sched: Sc
         return StaticEstimate(0.0, alone.tpot_s, alone.ttft_s, f"alone, a {stats.quantile_input_tokens:.0f}-token prompt takes {alone.ttft_s * 1e3:.4g} ms to first token (bound {ttft_bound * 1e3:g})")
     if alone.tpot_s > tpot_bound * 1.02:
         return StaticEstimate(0.0, alone.tpot_s, alone.ttft_s, f"alone, TPOT is {alone.tpot_s * 1e3:.4g} ms (bound {tpot_bound * 1e3:g})")
-    seats = min(_max_sequences(model, chip, dep, inp + out), sched.max_num_seqs)
+    seats = min(_max_sequences(model, chip, dep, inp + out, sched), sched.max_num_seqs)
     best, batch = 0.0, 1
     while batch <= seats:
         try:

@@ -15,6 +15,54 @@ from tokenfleet.perf.precision import bytes_per_elem
 #: workspace (vLLM's default `gpu_memory_utilization` is 0.9).
 USABLE_FRACTION = 0.9
 GB = 1e9
+#: What a serving process holds on each device before any tensor of its own: CUDA context, cuBLAS
+#: and NCCL workspaces. An estimate (an idle PyTorch process shows ~0.5 GiB in `nvidia-smi` on
+#: Hopper); it counts where an engine sizes its cache from the memory left free (TensorRT-LLM),
+#: not where it takes a share of the whole device (vLLM's share leaves it room).
+PROCESS_CONTEXT_BYTES = 0.5 * 2**30
+#: Logits are computed in FP32 for the sequences a step samples from.
+LOGIT_BYTES = 4
+
+
+@dataclass(frozen=True)
+class KvBudget:
+    """How a serving engine sizes its KV cache out of each chip's off-chip memory.
+
+    vLLM (`gpu_memory_utilization`): a share of the whole device, from which the weights and the
+    peak activations of one step (profiled at `step_tokens` tokens and `step_seqs` sampled
+    sequences) are taken. TensorRT-LLM (`kv_cache_free_gpu_mem_fraction`, `of_free`): a share of
+    what is left free once the weights, the process and the runtime buffers for such a step are
+    allocated. The two differ most where the weights nearly fill the device: a 70B FP8 model on one
+    H100 gets ~4 GB of cache under vLLM's 0.9 and ~9 GB under TensorRT-LLM's 0.95. The default
+    (no step) is the device share alone, for a static batch's fit."""
+
+    fraction: float = USABLE_FRACTION
+    of_free: bool = False
+    step_tokens: int = 0
+    step_seqs: int = 0
+
+
+def runtime_bytes_per_chip(model: ModelSpec, dep: Deployment, budget: KvBudget) -> float:
+    """Peak activation memory of one step of `budget.step_tokens` tokens on one chip, plus its FP32
+    logits, plus the process's own context where the engine counts from free memory. An estimate:
+    the widest block's tensors (its hidden vector in and out and its inner width, split as the
+    weights are) for every token the chip computes; layers run one at a time, so one block counts."""
+    if not budget.step_tokens:
+        return PROCESS_CONTEXT_BYTES if budget.of_free else 0.0
+    m, h = model, model.hidden_size
+    tokens = budget.step_tokens
+    split = 1 if dep.attn_dp else dep.tp  # attention DP: a rank's dense blocks run its own tokens whole
+    widths = [m.attn_params_per_layer / h / split, m.dense_mlp_params / h / split, m.linear_params_per_layer / h / split]
+    # routed experts: with attention DP the stage's ranks gather their tokens first; engines size a
+    # chip's expert buffers for every token's top-k landing on its experts, each (token, expert)
+    # pair's hidden vector permuted in and out and its inner width split tp / ep ways (vLLM's
+    # fused_moe intermediate caches: tokens x top-k x (2I, I, hidden); TensorRT-LLM's MoE workspace)
+    seen = tokens * (dep.tp if dep.attn_dp else 1)
+    pair = 2 * h + (m.expert_params / h) / (dep.tp / dep.ep)
+    experts = seen * (2 * h + m.experts_per_token * pair) if m.num_experts else 0.0
+    block = max(tokens * (2 * h + max(widths)), experts)
+    logits = budget.step_seqs * m.vocab_size * LOGIT_BYTES
+    return block * bytes_per_elem(dep.act_precision) + logits + (PROCESS_CONTEXT_BYTES if budget.of_free else 0.0)
 
 
 def kv_shards(model: ModelSpec, dep: Deployment) -> int:
@@ -90,9 +138,11 @@ class MemoryPlan:
                 and self.kv_bytes_per_chip + self.state_bytes_per_chip <= self.kv_capacity_bytes_per_chip)
 
 
-def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float = 0.0, context_tokens: float = 0.0) -> MemoryPlan:
+def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float = 0.0, context_tokens: float = 0.0,
+                budget: KvBudget = KvBudget()) -> MemoryPlan:
     """Place weights and the cache of `sequences` running sequences of `context_tokens` each (their
-    KV and any linear-attention state); SRAM first on SRAM-first chips."""
+    KV and any linear-attention state); SRAM first on SRAM-first chips. Off-chip memory is shared
+    out by the serving engine's rule (`budget`)."""
     weights = weight_bytes_per_chip(model, dep)
     # with attention DP each sequence lives whole on one chip: count every chip of a stage as the
     # busiest, which holds ceil(sequences / tp)
@@ -102,13 +152,16 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
     state_per_seq = model.state_bytes(state_bytes_per_elem(dep)) / state_shards(model, dep)
     cache = kv + held * state_per_seq  # what the KV tier must hold
     sram = chip.sram_bytes * USABLE_FRACTION if chip.weights_on_chip else 0.0
-    hbm = chip.hbm_bytes * USABLE_FRACTION
-    if (sram >= weights and sram - weights >= cache) or hbm == 0:  # SRAM-only chips: the one tier, fitting or not
+    if (sram >= weights and sram - weights >= cache) or chip.hbm_bytes == 0:  # SRAM-only chips: the one tier, fitting or not
         weights_tier, kv_tier, room = "sram", "sram", sram - weights
+        hbm = chip.hbm_bytes * USABLE_FRACTION
     elif sram >= weights:
-        weights_tier, kv_tier, room = "sram", "hbm", hbm
+        weights_tier, kv_tier = "sram", "hbm"
+        hbm = room = _hbm_share(chip, model, dep, budget, 0.0)
     else:
-        weights_tier, kv_tier, room = "hbm", "hbm", hbm - weights
+        weights_tier, kv_tier = "hbm", "hbm"
+        hbm = _hbm_share(chip, model, dep, budget, weights)
+        room = hbm - weights
     return MemoryPlan(
         weights_tier=weights_tier,
         kv_tier=kv_tier,
@@ -121,6 +174,14 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
         state_bytes_per_chip=held * state_per_seq,
         state_tokens_per_seq=state_per_seq / kv_per_token if kv_per_token else 0.0,
     )
+
+
+def _hbm_share(chip: ChipSpec, model: ModelSpec, dep: Deployment, budget: KvBudget, weights: float) -> float:
+    """Off-chip bytes per chip that weights (`weights` of them live there) and cache may take."""
+    runtime = runtime_bytes_per_chip(model, dep, budget)
+    if budget.of_free:
+        return weights + budget.fraction * (chip.hbm_bytes - runtime - weights)
+    return chip.hbm_bytes * budget.fraction - runtime
 
 
 def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelSpec | None = None,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from tokenfleet.perf.memory import KvBudget
 from tokenfleet.perf.speculative import SpecDecode
 
 __all__ = ["SchedulerConfig", "SpecDecode"]
@@ -30,6 +31,18 @@ class SchedulerConfig(BaseModel):
         "(TensorRT-LLM's default GUARANTEED_NO_EVICT: nothing is preempted, fewer run); "
         "false: blocks as tokens come, newest preempted when full (vLLM)"))
     spec: SpecDecode = Field(default_factory=SpecDecode, description="speculative decoding")
+    gpu_memory_utilization: float = Field(default=0.9, gt=0, le=1, description=(
+        "vLLM's rule: the share of each chip's memory the engine may use for weights, one step's "
+        "activations and the KV cache"))
+    kv_cache_free_gpu_mem_fraction: float | None = Field(default=None, gt=0, le=1, description=(
+        "TensorRT-LLM's rule, where set (its default is 0.9): the KV cache takes this share of the "
+        "memory left free once weights and runtime buffers are loaded; replaces gpu_memory_utilization"))
+
+    def kv_budget(self) -> KvBudget:
+        """The engine's rule for its KV cache, with the step its runtime buffers are sized for."""
+        trtllm = self.kv_cache_free_gpu_mem_fraction is not None
+        return KvBudget(self.kv_cache_free_gpu_mem_fraction if trtllm else self.gpu_memory_utilization,  # type: ignore[arg-type]
+                        of_free=trtllm, step_tokens=self.max_num_batched_tokens, step_seqs=self.max_num_seqs)
 
     @model_validator(mode="after")
     def _budget_holds_every_decode(self) -> SchedulerConfig:
