@@ -41,6 +41,13 @@ def test_a_model_that_does_not_fit_says_by_how_much_and_what_to_do() -> None:
         predict_static(get_model("llama-3.1-70b"), get_chip("h100-sxm"), deployment(), Workload(1, 1000, 100))
 
 
+def test_the_suggested_chip_count_is_one_deployments_come_in() -> None:
+    """405B in BF16 needs ~5.3 H100s' usable memory for every 1 it has on two: the hint is the next
+    power of two (TP8 x PP2 on 16), not 11 (which would run as TP1 x PP11)."""
+    with pytest.raises(TokenfleetError, match=r"has 153.9 GB usable on 2 x h100-sxm: use --chips 16 or --precision fp8"):
+        predict_static(get_model("llama-3.1-405b"), get_chip("h100-sxm"), deployment(chips=2), Workload(1, 100, 10))
+
+
 def test_an_sram_only_chip_that_does_not_fit_counts_its_sram() -> None:
     """A Groq LPU has no HBM: the message counts its 230 MB of SRAM (it used to say 0.0 GB and
     suggest billions of chips), and the suggested count is one that fits."""

@@ -195,7 +195,7 @@ def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelS
     narrower = {"bf16": "fp8", "fp16": "fp8", "fp8": "fp4", "int8": "int4"}.get(dep.weight_precision)
     precision = f"--precision {narrower}" if narrower else ""
     more = (_attention_dp_chips(model, chip, dep, sequences, context_tokens) if dep.attn_dp and model is not None
-            else max(2, int(-(-dep.chips * need // max(have, 1e-9)))))
+            else _chips_as_deployed(chip, max(2, int(-(-dep.chips * need // max(have, 1e-9))))))
     if more is not None:
         hint = f"use --chips {more}" + (f" or {precision}" if precision else "")
     else:  # attention DP on any number of chips: the non-expert weights alone overflow one
@@ -206,6 +206,16 @@ def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelS
     raise TokenfleetError(
         f"does not fit: needs {need:,.1f} GB, has {have:,.1f} GB usable on {dep.chips} x {chip.id}: {hint}"
     )
+
+
+def _chips_as_deployed(chip: ChipSpec, chips: int) -> int:
+    """`chips` rounded up to a count deployments come in, as `auto` chooses them: a power of two on
+    GPUs and TPUs (11 H100s would run a model as TP1 x PP11; 16 run it as TP8 x PP2), whole nodes
+    on SRAM systems."""
+    if chip.family == "sram":
+        node = max(int(chip.get("chips_per_node", 1)), 1)
+        return -(-chips // node) * node
+    return 1 << (chips - 1).bit_length()
 
 
 def _attention_dp_chips(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float, context_tokens: float) -> int | None:

@@ -40,9 +40,9 @@ class SchedulerConfig(BaseModel):
 
     def kv_budget(self) -> KvBudget:
         """The engine's rule for its KV cache, with the step its runtime buffers are sized for."""
-        trtllm = self.kv_cache_free_gpu_mem_fraction is not None
-        return KvBudget(self.kv_cache_free_gpu_mem_fraction if trtllm else self.gpu_memory_utilization,  # type: ignore[arg-type]
-                        of_free=trtllm, step_tokens=self.max_num_batched_tokens, step_seqs=self.max_num_seqs)
+        free = self.kv_cache_free_gpu_mem_fraction
+        fraction, of_free = (self.gpu_memory_utilization, False) if free is None else (free, True)
+        return KvBudget(fraction, of_free, step_tokens=self.max_num_batched_tokens, step_seqs=self.max_num_seqs)
 
     @model_validator(mode="after")
     def _budget_holds_every_decode(self) -> SchedulerConfig:
