@@ -8,7 +8,7 @@ from tokenfleet.catalog.chips import ChipSpec
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.deployment import Deployment, parallelism_problem
-from tokenfleet.perf.memory import USABLE_FRACTION, plan_memory, require_fit
+from tokenfleet.perf.memory import USABLE_FRACTION, deployable_chips, plan_memory, require_fit
 
 #: Largest replica `auto` will consider, in chips.
 MAX_AUTO_CHIPS = 16384
@@ -31,12 +31,11 @@ def _divisors(n: int) -> list[int]:
 
 
 def _candidate_counts(chip: ChipSpec, min_chips: int) -> list[int]:
+    start = deployable_chips(chip, min_chips)
     if chip.family == "sram":  # sold and served as whole nodes
         node = max(int(chip.get("chips_per_node", 1)), 1)
-        start = max(node, -(-min_chips // node) * node)
         return list(range(start, MAX_AUTO_CHIPS + 1, node))[:256] or [start]
-    counts = [2**i for i in range(13) if 2**i >= min_chips]
-    return [c for c in counts if c <= MAX_AUTO_CHIPS]
+    return [2**i for i in range(13) if start <= 2**i <= MAX_AUTO_CHIPS]
 
 
 def auto_deployment(model: ModelSpec, chip: ChipSpec, sequences: float = 0.0, context_tokens: float = 0.0, attn_dp: bool = False,

@@ -42,17 +42,22 @@ class KvBudget:
     step_seqs: int = 0
 
 
+#: The rule a static batch's fit uses: the device share alone, no step reserved.
+STATIC_FIT = KvBudget()
+
+
 def runtime_bytes_per_chip(model: ModelSpec, dep: Deployment, budget: KvBudget) -> float:
     """Peak activation memory of one step of `budget.step_tokens` tokens on one chip, plus its FP32
     logits, plus the process's own context where the engine counts from free memory. An estimate:
     the widest block's tensors (its hidden vector in and out and its inner width, split as the
     weights are) for every token the chip computes; layers run one at a time, so one block counts."""
+    process = PROCESS_CONTEXT_BYTES if budget.of_free else 0.0
     if not budget.step_tokens:
-        return PROCESS_CONTEXT_BYTES if budget.of_free else 0.0
+        return process
     m, h = model, model.hidden_size
     tokens = budget.step_tokens
     split = 1 if dep.attn_dp else dep.tp  # attention DP: a rank's dense blocks run its own tokens whole
-    widths = [m.attn_params_per_layer / h / split, m.dense_mlp_params / h / split, m.linear_params_per_layer / h / split]
+    widest = max(m.attn_params_per_layer, m.dense_mlp_params, m.linear_params_per_layer) / h / split
     # routed experts: with attention DP the stage's ranks gather their tokens first; engines size a
     # chip's expert buffers for every token's top-k landing on its experts, each (token, expert)
     # pair's hidden vector permuted in and out and its inner width split tp / ep ways (vLLM's
@@ -60,9 +65,9 @@ def runtime_bytes_per_chip(model: ModelSpec, dep: Deployment, budget: KvBudget) 
     seen = tokens * (dep.tp if dep.attn_dp else 1)
     pair = 2 * h + (m.expert_params / h) / (dep.tp / dep.ep)
     experts = seen * (2 * h + m.experts_per_token * pair) if m.num_experts else 0.0
-    block = max(tokens * (2 * h + max(widths)), experts)
+    block = max(tokens * (2 * h + widest), experts)
     logits = budget.step_seqs * m.vocab_size * LOGIT_BYTES
-    return block * bytes_per_elem(dep.act_precision) + logits + (PROCESS_CONTEXT_BYTES if budget.of_free else 0.0)
+    return block * bytes_per_elem(dep.act_precision) + logits + process
 
 
 def kv_shards(model: ModelSpec, dep: Deployment) -> int:
@@ -139,7 +144,7 @@ class MemoryPlan:
 
 
 def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: float = 0.0, context_tokens: float = 0.0,
-                budget: KvBudget = KvBudget()) -> MemoryPlan:
+                budget: KvBudget = STATIC_FIT) -> MemoryPlan:
     """Place weights and the cache of `sequences` running sequences of `context_tokens` each (their
     KV and any linear-attention state); SRAM first on SRAM-first chips. Off-chip memory is shared
     out by the serving engine's rule (`budget`)."""
@@ -154,7 +159,7 @@ def plan_memory(model: ModelSpec, chip: ChipSpec, dep: Deployment, sequences: fl
     sram = chip.sram_bytes * USABLE_FRACTION if chip.weights_on_chip else 0.0
     if (sram >= weights and sram - weights >= cache) or chip.hbm_bytes == 0:  # SRAM-only chips: the one tier, fitting or not
         weights_tier, kv_tier, room = "sram", "sram", sram - weights
-        hbm = chip.hbm_bytes * USABLE_FRACTION
+        hbm = 0.0  # no off-chip tier in use
     elif sram >= weights:
         weights_tier, kv_tier = "sram", "hbm"
         hbm = room = _hbm_share(chip, model, dep, budget, 0.0)
@@ -195,7 +200,7 @@ def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelS
     narrower = {"bf16": "fp8", "fp16": "fp8", "fp8": "fp4", "int8": "int4"}.get(dep.weight_precision)
     precision = f"--precision {narrower}" if narrower else ""
     more = (_attention_dp_chips(model, chip, dep, sequences, context_tokens) if dep.attn_dp and model is not None
-            else _chips_as_deployed(chip, max(2, int(-(-dep.chips * need // max(have, 1e-9))))))
+            else deployable_chips(chip, max(2, int(-(-dep.chips * need // max(have, 1e-9))))))
     if more is not None:
         hint = f"use --chips {more}" + (f" or {precision}" if precision else "")
     else:  # attention DP on any number of chips: the non-expert weights alone overflow one
@@ -208,10 +213,10 @@ def require_fit(plan: MemoryPlan, dep: Deployment, chip: ChipSpec, model: ModelS
     )
 
 
-def _chips_as_deployed(chip: ChipSpec, chips: int) -> int:
-    """`chips` rounded up to a count deployments come in, as `auto` chooses them: a power of two on
-    GPUs and TPUs (11 H100s would run a model as TP1 x PP11; 16 run it as TP8 x PP2), whole nodes
-    on SRAM systems."""
+def deployable_chips(chip: ChipSpec, chips: int) -> int:
+    """`chips` rounded up to a count deployments come in (`auto` starts its search there): a power
+    of two on GPUs and TPUs (11 H100s would run a model as TP1 x PP11; 16 run it as TP8 x PP2),
+    whole nodes on SRAM systems."""
     if chip.family == "sram":
         node = max(int(chip.get("chips_per_node", 1)), 1)
         return -(-chips // node) * node

@@ -22,6 +22,8 @@ from tokenfleet.catalog.chips import PEAK_KEY, ChipSpec
 from tokenfleet.catalog.models import ModelSpec
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.memory import (
+    STATIC_FIT,
+    KvBudget,
     MemoryPlan,
     dense_weight_bytes,
     embedding_bytes_per_elem,
@@ -198,9 +200,9 @@ class StepModel:
     """Step costs of one model on one deployment of one chip; constants are computed once."""
 
     def __init__(self, model: ModelSpec, chip: ChipSpec, dep: Deployment, eff: Efficiency, sequences: float = 0.0,
-                 context_tokens: float = 0.0):
+                 context_tokens: float = 0.0, budget: KvBudget = STATIC_FIT):
         self.model, self.chip, self.dep, self.eff = model, chip, dep, eff
-        self.memory: MemoryPlan = plan_memory(model, chip, dep, sequences, context_tokens)
+        self.memory: MemoryPlan = plan_memory(model, chip, dep, sequences, context_tokens, budget)
         w_bytes = bytes_per_elem(dep.weight_precision)
         self.kv_elem_bytes = bytes_per_elem(dep.kv_precision)
         self.act_bytes = bytes_per_elem(dep.act_precision)

@@ -16,7 +16,7 @@ from tokenfleet.catalog.pricing import chip_hour_usd
 from tokenfleet.errors import TokenfleetError
 from tokenfleet.perf.deployment import Deployment
 from tokenfleet.perf.efficiency import calibration_for
-from tokenfleet.perf.memory import plan_memory, require_fit
+from tokenfleet.perf.memory import require_fit
 from tokenfleet.perf.step import Efficiency, StepModel, idle_power_w
 from tokenfleet.serve.config import SchedulerConfig
 from tokenfleet.serve.metrics import Metrics
@@ -40,17 +40,16 @@ def build_engines(model: ModelSpec, chip: ChipSpec, dep: Deployment, cfg: Schedu
     own sequences, so the caps apply per rank, as vLLM's data-parallel engines and TensorRT-LLM's
     attention-DP ranks apply theirs: an engine runs `tp` times the sequences and tokens, one
     request's prompt chunk at most one rank's budget, and one request's cache fits one rank."""
-    cost = StepModel(model, chip, dep, eff or calibration_for(chip).efficiency)
-    memory = plan_memory(model, chip, dep, budget=cfg.kv_budget())
-    require_fit(memory, dep, chip, model)
-    blocks = int(memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
+    cost = StepModel(model, chip, dep, eff or calibration_for(chip).efficiency, budget=cfg.kv_budget())
+    require_fit(cost.memory, dep, chip, model)
+    blocks = int(cost.memory.kv_capacity_tokens // cfg.block_size) if kv_blocks is None else kv_blocks
     per_engine = cfg if cfg.seqs_per_micro_batch else cfg.model_copy(update={"max_num_seqs": max(1, cfg.max_num_seqs // dep.pp)})
     ranks = dep.tp if dep.attn_dp else 1
     if ranks > 1:
         per_engine = per_engine.model_copy(update={
             "max_num_seqs": per_engine.max_num_seqs * ranks, "max_num_batched_tokens": cfg.max_num_batched_tokens * ranks,
             "max_chunk_tokens": min(cfg.max_chunk_tokens or cfg.max_num_batched_tokens, cfg.max_num_batched_tokens)})
-    pools = [KvPool(blocks * cfg.block_size, cfg.block_size, memory.state_tokens_per_seq, ranks) for _ in range(replicas)]
+    pools = [KvPool(blocks * cfg.block_size, cfg.block_size, cost.memory.state_tokens_per_seq, ranks) for _ in range(replicas)]
     # SRAM systems are dataflow machines that (we assume) stream activations between stages rather
     # than hand micro-batches on whole: their micro-batch engines stay independent, their stage
     # contention not modelled (README, "What is still wrong")
