@@ -171,7 +171,7 @@ def compare(
             console.print(f"[yellow]{chip_id}[/]: {why}")
 
 
-CasesOpt = Annotated[str | None, typer.Option("--cases", help="CSV in the calibration schema, or a shipped table: calibration (default), trtllm-perf-overview, trtllm-v0.17")]
+CasesOpt = Annotated[str | None, typer.Option("--cases", help="CSV in the calibration schema, or a shipped table: calibration (default), trtllm-perf-overview, trtllm-v0.17, argonne-sweep")]
 
 
 def _cases_path(cases: str | None) -> Path:

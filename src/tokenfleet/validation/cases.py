@@ -91,7 +91,8 @@ class Case:
 #: Measurement tables that ship with tokenfleet, by the short name `--cases` takes (sources in
 #: data/README.md): the calibration table the efficiencies are fitted on, and TensorRT-LLM's
 #: whole v1.0-era performance table, an out-of-sample check on NVIDIA's saturated throughput.
-SHIPPED_CASES = {"calibration": "cases.csv", "trtllm-perf-overview": "trtllm_perf_overview.csv", "trtllm-v0.17": "trtllm_v017_perf_overview.csv"}
+SHIPPED_CASES = {"calibration": "cases.csv", "trtllm-perf-overview": "trtllm_perf_overview.csv", "trtllm-v0.17": "trtllm_v017_perf_overview.csv",
+                 "argonne-sweep": "argonne_sweep.csv"}
 
 
 def builtin_cases_path(name: str = "calibration") -> Path:
