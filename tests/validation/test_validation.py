@@ -191,6 +191,11 @@ def test_a_row_whose_submitter_published_its_engine_runs_that_layout_and_those_c
     sc = served_case(p.case.notes, "server", 9000, 685, p.case.software, engine=engine)
     assert (sc.cfg.max_num_seqs, sc.cfg.max_num_batched_tokens) == (128, 1024)
     assert engine_settings("GT024", "h100-sxm") is None  # another file reusing the id gets nothing
+    amd = engine_settings("GT069", "mi325x")  # AMD's vLLM config for Mixtral on MI325X
+    assert amd is not None
+    sc = served_case("", "throughput", 427, 145, "unknown (MLPerf v5.1 AMD submission)", engine=amd)
+    assert (sc.cfg.max_num_seqs, sc.cfg.max_num_batched_tokens, sc.cfg.gpu_memory_utilization) == (4736, 51200, 0.96)
+    assert served_case("", "throughput", 427, 145).cfg.gpu_memory_utilization == 0.9  # vLLM's default
 
 
 def test_amds_interactive_llama2_run_is_replayed_one_instance_per_gpu_as_its_harness_runs() -> None:

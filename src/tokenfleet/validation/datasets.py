@@ -91,6 +91,8 @@ class EngineSettings(BaseModel):
         "the chip's default (a mixed-precision search: its average bits' nearest format)")
     attn_dp: bool = Field(default=False, description="attention data parallelism (TensorRT-LLM's enable_attention_dp): "
                           "the row's deployment runs it (perf.deployment.Deployment.attn_dp)")
+    gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description="vLLM's share of each GPU for "
+                                                 "weights, activations and KV cache (its default, 0.9, where not published)")
     source: str
     inferred: str = ""  # where the source has several configs for the system: why this one
 
