@@ -72,7 +72,7 @@ def test_validate_json_shape(tmp_path) -> None:
         (["compare", "-m", "llama-3.1-8b", "--kv-precision", "fp7"], "unknown --kv-precision 'fp7'"),
         (["compare", "-m", "llama-3.1-8b", "--spec-tokens", "2", "--acceptance", "1"], "--acceptance 1.0: input should be less than 1"),
         (["validate", "--cases", "/no/such.csv"], "not found"),
-        (["validate", "--cases", "trtllm-perf-overveiw"], "or a shipped table (calibration, trtllm-perf-overview, trtllm-v0.17)"),
+        (["validate", "--cases", "trtllm-perf-overveiw"], "or a shipped table (calibration, trtllm-perf-overview, trtllm-v0.17, argonne-sweep)"),
         (["validate", "--workers", "0"], "--workers must be a positive integer, got 0"),
         (["validate", "--by", "sofware"], "--by 'sofware' is not a row field to group by; choose one of hardware, model, software"),
         (["--stack", "mlpref", "compare", "-m", "llama-3.1-8b"], "'mlpref' is not a fitted software stack; fitted: llm-inference-bench (amd), mlperf (amd)"),
