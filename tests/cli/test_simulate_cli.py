@@ -114,3 +114,12 @@ def test_an_interrupted_run_says_where_its_finished_requests_are(tmp_path) -> No
     assert proc.returncode == 2 and "Traceback" not in err
     assert f"the requests it finished are in {jsonl}" in err
     assert len(jsonl.read_text().splitlines()) > 0
+
+
+def test_without_chunked_prefill_decoders_wait_out_each_newcomers_prompt() -> None:
+    """vLLM V0's prefill-first steps: the same traffic, the same throughput, but every running
+    request's token stream stalls while a 2,000-token prompt prefills alone."""
+    args = ("--rate", "6", "-i", "2000", "-o", "100", "--requests", "300")
+    mixed, v0 = run_json(*args), run_json(*args, "--no-chunked-prefill")
+    assert v0["output_throughput"] == pytest.approx(mixed["output_throughput"], rel=0.02)
+    assert v0["p99_itl_ms"] > 1.5 * mixed["p99_itl_ms"] and v0["mean_tpot_ms"] > mixed["mean_tpot_ms"]

@@ -37,11 +37,12 @@ requests = st.lists(st.tuples(st.floats(0, 5), st.integers(1, 3000), st.integers
 
 
 @settings(max_examples=25, deadline=None)
-@given(reqs=requests, budget=st.sampled_from([64, 512, 8192]), seqs=st.sampled_from([1, 4, 64]))
-def test_every_request_completes_once_with_its_tokens_and_after_it_arrived(reqs: list[tuple[float, int, int]], budget: int, seqs: int) -> None:
+@given(reqs=requests, budget=st.sampled_from([64, 512, 8192]), seqs=st.sampled_from([1, 4, 64]), chunked=st.booleans())
+def test_every_request_completes_once_with_its_tokens_and_after_it_arrived(reqs: list[tuple[float, int, int]], budget: int, seqs: int,
+                                                                           chunked: bool) -> None:
     reqs.sort()
     trace = trace_of(*map(list, zip(*reqs, strict=True)))  # type: ignore[arg-type]
-    summary, records = run(trace, cfg=SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=seqs))
+    summary, records = run(trace, cfg=SchedulerConfig(max_num_batched_tokens=budget, max_num_seqs=seqs, chunked_prefill=chunked))
     assert summary["completed"] == len(reqs) == len({r["id"] for r in records})
     assert sorted((r["input_tokens"], r["output_tokens"]) for r in records) == sorted((i, o) for _, i, o in reqs)
     for r in records:
@@ -151,6 +152,31 @@ def test_a_speculative_static_batch_matches_the_cost_model(k: int, a: float) -> 
     assert summary["mean_ttft_ms"] / 1e3 == pytest.approx(pred.ttft_s, rel=0.01)  # the prompt step drafts nothing
     assert pred.tpot_s < plain.tpot_s and pred.ttft_s == plain.ttft_s
     assert pred.breakdown_decode_s["total_s"] == pytest.approx(pred.tpot_s * (o - 1), rel=1e-9)
+
+
+def test_without_chunked_prefill_prompts_fill_whole_prefill_only_steps_up_to_the_budget() -> None:
+    """vLLM V0: four 1,000-token prompts under a 2,048-token budget take two identical
+    prefill-only steps (the first two requests' decoding waits for the second), where chunked
+    prefill mixes the second pair's prompts into the first pair's first decode step."""
+    trace = trace_of([0.0] * 4, [1000] * 4, [50] * 4)
+    _, v0 = run(trace, cfg=SchedulerConfig(max_num_batched_tokens=2048, chunked_prefill=False))
+    ttft = sorted(r["first_token_s"] for r in v0)
+    assert ttft[0] == ttft[1] and ttft[2] == ttft[3] == pytest.approx(2 * ttft[0], rel=1e-12)
+    _, mixed = run(trace, cfg=SchedulerConfig(max_num_batched_tokens=2048))
+    assert sorted(r["first_token_s"] for r in mixed)[2] > 2 * ttft[0]  # its second step also decodes two
+
+
+def test_without_chunked_prefill_running_requests_wait_out_a_newcomers_whole_prompt() -> None:
+    """A decoding request pays a newcomer's 6,000-token prefill as one long gap between two of its
+    tokens (p99 ITL), and the newcomer's first token comes after at most one decode step's wait."""
+    trace = trace_of([0.0, 0.05], [100, 6000], [40, 10])
+    prefill_s = predict_static(MODEL, CHIP, deployment(), Workload(1, 6000, 1)).ttft_s
+    summary, records = run(trace, cfg=SchedulerConfig(chunked_prefill=False))
+    alone, _ = run(trace_of([0.0], [100], [40]), cfg=SchedulerConfig(chunked_prefill=False))
+    first, newcomer = sorted(records, key=lambda r: r["id"])
+    assert prefill_s <= newcomer["first_token_s"] - newcomer["arrival_s"] < prefill_s + alone["mean_tpot_ms"] / 1e3 * 1.5
+    assert summary["p99_itl_ms"] / 1e3 > prefill_s  # one gap of the first request holds the whole prefill
+    assert first["finish_s"] - alone["mean_e2el_ms"] / 1e3 > prefill_s
 
 
 def test_littles_law_on_a_long_steady_run() -> None:

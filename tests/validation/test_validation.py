@@ -195,7 +195,12 @@ def test_a_row_whose_submitter_published_its_engine_runs_that_layout_and_those_c
     assert amd is not None
     sc = served_case("", "throughput", 427, 145, "unknown (MLPerf v5.1 AMD submission)", engine=amd)
     assert (sc.cfg.max_num_seqs, sc.cfg.max_num_batched_tokens, sc.cfg.gpu_memory_utilization) == (4736, 51200, 0.96)
-    assert served_case("", "throughput", 427, 145).cfg.gpu_memory_utilization == 0.9  # vLLM's default
+    assert not sc.cfg.chunked_prefill  # the config turns it off and runs vLLM's own scheduler
+    default = served_case("", "throughput", 427, 145)
+    assert default.cfg.gpu_memory_utilization == 0.9 and default.cfg.chunked_prefill  # vLLM's defaults
+    # AMD's Llama-2-70B config turns chunking off too, but under AMD's own scheduler: mixed steps kept
+    llama = engine_settings("GT068", "mi325x")
+    assert llama is not None and llama.enable_chunked_prefill is None and "VLLM_LLAMA2_MLPERF_SCHED" in llama.source
 
 
 def test_amds_interactive_llama2_run_is_replayed_one_instance_per_gpu_as_its_harness_runs() -> None:

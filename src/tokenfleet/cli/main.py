@@ -253,6 +253,8 @@ def simulate(
     seed: Annotated[int, typer.Option(help="seed for synthetic arrivals and lengths")] = 0,
     max_num_seqs: Annotated[int, typer.Option(help="cap on running sequences per replica (per chip of a stage with --attn-dp)")] = 256,
     max_batched_tokens: Annotated[int, typer.Option(help="per-step token budget (chunk size; per chip of a stage with --attn-dp)")] = 8192,
+    chunked_prefill: Annotated[bool, typer.Option("--chunked-prefill/--no-chunked-prefill", help=(
+        "--no-chunked-prefill: vLLM V0's prefill-first steps (whole prompts while decoders wait) instead of mixed steps"))] = True,
     gpu_memory_utilization: Annotated[float, typer.Option(help="vLLM's rule: share of each chip's memory for weights, activations and KV cache")] = 0.9,
     kv_cache_free_gpu_mem_fraction: Annotated[float | None, typer.Option(help="TensorRT-LLM's rule instead: the KV cache takes this share of the memory left after weights and runtime")] = None,
     spec_tokens: SpecTokensOpt = 0,
@@ -270,7 +272,7 @@ def simulate(
                           seed=seed, shared_prefix_tokens=shared_prefix, prefix_groups=prefix_groups)
     summaries = run_simulations(
         model, hardware, flags, chips, (precision, kv_precision), replicas, router,
-        {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens,
+        {"max_num_seqs": max_num_seqs, "max_num_batched_tokens": max_batched_tokens, "chunked_prefill": chunked_prefill,
          "gpu_memory_utilization": gpu_memory_utilization, "kv_cache_free_gpu_mem_fraction": kv_cache_free_gpu_mem_fraction,
          "spec": {"draft_tokens": spec_tokens, "acceptance_rate": acceptance, "draft_cost_ratio": draft_cost}},
         slo or [], out, quiet=json_out, attn_dp=attn_dp,

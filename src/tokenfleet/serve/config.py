@@ -19,6 +19,11 @@ class SchedulerConfig(BaseModel):
     max_chunk_tokens: int | None = Field(default=None, ge=1, description=(
         "most prompt tokens one request computes in a step (None: the whole budget); an "
         "attention-DP replica sets it to one rank's budget (serve/simulate.py build_engines)"))
+    chunked_prefill: bool = Field(default=True, description=(
+        "false: vLLM V0 without chunked prefill (`enable_chunked_prefill=False`): a step either "
+        "prefills whole waiting prompts, as many as the token budget, the seat cap and the cache "
+        "take, while the decoders wait, or decodes every running sequence; a prompt longer than "
+        "the budget prefills alone"))
     seqs_per_micro_batch: bool = Field(default=False, description=(
         "apply max_num_seqs to each micro-batch of a pipelined replica, as TensorRT-LLM applies its "
         "max_batch_size (cpp/tensorrt_llm/batch_manager/trtGptModel.h: running sequences = "

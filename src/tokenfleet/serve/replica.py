@@ -53,6 +53,8 @@ class Replica:
         self.draft_factor = cfg.spec.draft_factor
         self.outstanding_tokens = 0.0
         self.stalled = False
+        #: prefill-only steps since the last decode step: (decoders waiting, step time)
+        self.waits: list[tuple[int, float]] = []
 
     def add(self, req: Request) -> None:
         if req.prompt + req.output + self.pool.per_seq_tokens > self.pool.max_seq_tokens:
@@ -69,7 +71,7 @@ class Replica:
         if self.stalled:
             self.clock, self.stalled = max(self.clock, self.pool.last_release_s), False
         while sched.busy and self.clock < t_limit:
-            if sched.decoding and not sched.can_admit() and self.pipeline is None and self._decode_run(t_limit):
+            if sched.decoding and not self.waits and not sched.can_admit() and self.pipeline is None and self._decode_run(t_limit):
                 continue
             plan = sched.schedule()
             if plan.empty:
@@ -82,8 +84,23 @@ class Replica:
             self._account(energy_j * drafting, busy, dt)
             self.clock += dt
             if plan.decodes:
-                self.metrics.itl(dt, plan.decodes)
+                self._record_itl(dt, plan.decodes)
+            elif sched.decoding:  # a prefill-only step (no chunked prefill): the decoders wait it out
+                self.waits.append((len(sched.decoding), dt))
             self._finish(sched.advance(plan, self.clock))
+
+    def _record_itl(self, step_s: float, decodes: int) -> None:
+        """Every decoder's gap since its last token: the step, plus the prefill-only steps it waited
+        (`waits`: decoders are only added while they wait, so the first n of them waited the first)."""
+        left, before, waited = decodes, 0, sum(wait_s for _, wait_s in self.waits)
+        for n, wait_s in self.waits:  # oldest first: decoders before[...n] waited this step and every later one
+            group = min(n - before, left)
+            if group > 0:
+                self.metrics.itl(step_s + waited, group)
+            left, before, waited = left - max(group, 0), max(before, n), waited - wait_s
+        self.waits.clear()
+        if left:
+            self.metrics.itl(step_s, left)
 
     # --- one step --------------------------------------------------------------------------
     def _shape(self, plan: StepPlan) -> tuple[float, ...]:
@@ -91,9 +108,9 @@ class Replica:
         largest prompt chunk's new tokens, context and pairs (decoders count as the mean one)."""
         s, w = self.sched, self.cost.window
         new = plan.decodes * s.t
-        kv, kv_w = s.ctx_sum, self._decode_window_ctx()
+        kv, kv_w = (s.ctx_sum, self._decode_window_ctx()) if plan.decodes else (0.0, 0.0)  # none: they wait
         t_pairs = s.t * (s.t - 1) / 2
-        pairs, pairs_w = s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs
+        pairs, pairs_w = (s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs) if plan.decodes else (0.0, 0.0)
         big_new = big_kv = big_pairs = 0.0
         for req, chunk in plan.chunks:
             start, end = req.computed, req.computed + chunk

@@ -1,6 +1,7 @@
 """Continuous batching with a paged KV cache, chunked prefill, prefix reuse and recompute
 preemption: one per-step token budget, and each request's computed tokens catch up to its
-target (the vLLM v1 idea). Policy lives here; cost lives in the cost model.
+target (the vLLM v1 idea); or, without chunked prefill, vLLM V0's prefill-first steps (whole
+prompts, decoders waiting). Policy lives here; cost lives in the cost model.
 
 Decoding requests are kept as aggregates (count, summed context, heaps of the steps at which
 each finishes or outgrows the attention window), so a step costs O(1) in the number of
@@ -79,7 +80,8 @@ class KvPool:
 
 
 class Scheduler:
-    """FCFS admission; decoding requests first, then prompt chunks; newest preempted first."""
+    """FCFS admission; decoding requests first, then prompt chunks (without chunked prefill,
+    whole waiting prompts first, in steps of their own); newest preempted first."""
 
     def __init__(self, cfg: SchedulerConfig, pool: KvPool, window_tokens: float = math.inf, recurrent_state: bool = False):
         self.cfg, self.pool, self.window = cfg, pool, window_tokens
@@ -120,11 +122,17 @@ class Scheduler:
 
     # --- scheduling --------------------------------------------------------------------
     def schedule(self) -> StepPlan:
-        """One step: every decoder advances, then prompt chunks fill the rest of the budget.
+        """One step: every decoder advances, then prompt chunks fill the rest of the budget
+        (without chunked prefill: waiting prompts that fit make a step of their own first).
         A step that preempted admits nothing new (as vLLM does): the freed cache goes to the
         requests still running here or, in a pipeline, to the sibling micro-batches."""
         self._preempted_this_step = False
         self._admit_resident()
+        if not self.cfg.chunked_prefill:
+            prompts: list[tuple[Request, int]] = []
+            self._admit(prompts, self.cfg.max_num_batched_tokens)
+            if prompts:
+                return StepPlan(prompts, 0)  # the decoders wait for this step
         while self.decoding and self.pool.free_tokens < len(self.decoding) * self.e:
             self._preempt_newest()
         if self.decoding:
@@ -134,7 +142,7 @@ class Scheduler:
         for req in list(self.prefilling):
             if req.admitted < 0:  # preempted above to make room for an older request
                 continue
-            chunk = int(min(req.target - req.computed, budget, self.chunk_cap))
+            chunk = self._chunk(req, budget)
             if chunk <= 0:
                 continue
             if not self._room_for(req, chunk):
@@ -142,7 +150,7 @@ class Scheduler:
             self.pool.grow(chunk)
             chunks.append((req, chunk))
             budget -= chunk
-        if not self._preempted_this_step:
+        if not self._preempted_this_step and self.cfg.chunked_prefill:
             self._admit(chunks, budget)
         return StepPlan(chunks, len(self.decoding))
 
@@ -188,14 +196,18 @@ class Scheduler:
         self.pool.give(req.computed + self.pool.per_seq_tokens, now_s, self._promise(req, req.computed))
 
     def _admit(self, chunks: list[tuple[Request, int]], budget: int) -> None:
+        """FCFS: queue heads join with a prompt chunk while the budget, the seats and the cache last
+        (without chunked prefill, with their whole prompt; the first alone if longer than the budget)."""
         while self.waiting and budget > 0 and self.seats() < self.cfg.max_num_seqs:
             req = self.waiting[0]
             if req.computed >= req.target:
                 break  # KV resident: joins the decoders at the start of the next step
             if req.computed == 0 and not req.preemptions and not req.prefix_hit_tokens:
                 req.prefix_hit_tokens = req.computed = self._prefix_hit_tokens(req)
-            chunk = int(min(req.target - req.computed, budget, self.chunk_cap))
-            if not self._fits(req, chunk, 0):  # this step's decoder growth is already taken
+            chunk = self._chunk(req, budget)
+            if chunk > budget and chunks:
+                break
+            if not self._fits(req, chunk, 0):  # this step's decoder growth is already taken (or none)
                 break
             self.waiting.popleft()
             self.pool.take(req.computed + chunk + self.pool.per_seq_tokens, self._promise(req, req.computed + chunk))
@@ -203,6 +215,11 @@ class Scheduler:
             self.prefilling.append(req)
             chunks.append((req, chunk))
             budget -= chunk
+
+    def _chunk(self, req: Request, budget: float) -> int:
+        """The prompt tokens `req` computes in a step with `budget` tokens left."""
+        left = req.target - req.computed
+        return int(left if not self.cfg.chunked_prefill else min(left, budget, self.chunk_cap))
 
     def can_admit(self) -> bool:
         """Whether the next step would take a prompt chunk (if not, decode steps repeat)."""
@@ -213,7 +230,9 @@ class Scheduler:
         head, n = self.waiting[0], len(self.decoding)
         if head.computed >= head.target:
             return self._resident_fits(head)
-        chunk = min(head.target - head.computed, self.cfg.max_num_batched_tokens - n * self.t, self.chunk_cap)
+        if not self.cfg.chunked_prefill:  # a prefill-only step: the decoders do not grow in it
+            return self._fits(head, self._chunk(head, self.cfg.max_num_batched_tokens), 0)
+        chunk = self._chunk(head, self.cfg.max_num_batched_tokens - n * self.t)
         return chunk > 0 and self._fits(head, chunk, n)
 
     # --- after a step --------------------------------------------------------------------

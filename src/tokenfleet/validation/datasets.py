@@ -93,6 +93,8 @@ class EngineSettings(BaseModel):
                           "the row's deployment runs it (perf.deployment.Deployment.attn_dp)")
     gpu_memory_utilization: float | None = Field(default=None, gt=0, le=1, description="vLLM's share of each GPU for "
                                                  "weights, activations and KV cache (its default, 0.9, where not published)")
+    enable_chunked_prefill: bool | None = Field(default=None, description="vLLM's switch: false runs V0's prefill-first "
+                                                  "steps (serve.config.SchedulerConfig.chunked_prefill)")
     source: str
     inferred: str = ""  # where the source has several configs for the system: why this one
 

@@ -159,7 +159,9 @@ def served_case(notes: str, scenario: str, input_tokens: int | None, output_toke
                                           "kv_cache_free_gpu_mem_fraction": kv_free_fraction(notes) if trtllm else None,
                                           # vLLM's share of the device, where the submitter's config sets it
                                           "gpu_memory_utilization": (engine.gpu_memory_utilization if engine and engine.gpu_memory_utilization
-                                                                     else SATURATED.gpu_memory_utilization)})
+                                                                     else SATURATED.gpu_memory_utilization),
+                                          # and whether it chunks prompts (vLLM V0 did not by default)
+                                          "chunked_prefill": not (engine and engine.enable_chunked_prefill is False)})
     qps = note_value(notes, "target_qps") if scenario == "server" else None
     slo = tuple(mlperf_slo(notes).items()) if scenario == "server" else ()
     return ServedCase(prompt, output_tokens, min(requests, MAX_REQUESTS), cfg, qps, slo, inferencex_range_ratio(notes), dataset)
