@@ -222,6 +222,19 @@ def test_amds_interactive_llama2_run_is_replayed_one_instance_per_gpu_as_its_har
     assert layout_text == "8 x (1 chip TP1 fp8)" and 20 <= tok_s / 294.45 <= 40  # req/s; submitted 29.5
 
 
+def test_a_rate_searchs_probes_share_their_requests_lengths() -> None:
+    """Common random numbers: a slower probe replays the first requests of the fastest one's draw,
+    so what changes between probes is the rate, not the requests (MLPerf's llama2-70b lengths)."""
+    from tokenfleet.validation.served import _trace, served_case
+
+    sc = served_case("", "server", 222, 294, dataset="meta-llama/Llama-2-70b-hf")
+    fast, slow = _trace(sc, 30.0, 8, 18_000, drawn=18_000), _trace(sc, 20.0, 8, 12_000, drawn=18_000)
+    assert (slow.input_tokens == fast.input_tokens[:12_000]).all() and (slow.output_tokens == fast.output_tokens[:12_000]).all()
+    assert slow.arrival_s[-1] == pytest.approx(600, rel=0.05) and fast.arrival_s[-1] == pytest.approx(600, rel=0.05)
+    fresh = _trace(sc, 20.0, 8, 12_000)  # drawn alone, the same count gives other lengths
+    assert not (fresh.input_tokens == slow.input_tokens).all()
+
+
 def test_an_engine_holding_more_sequences_than_a_steps_budget_runs_the_budgets_worth() -> None:
     """Google's H200 Llama-2-70B Server config: 2,048 running sequences, 1,536 tokens a step.
     Every running sequence decodes in each of our steps, so the replay runs 1,536 at most; with

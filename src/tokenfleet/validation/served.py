@@ -204,16 +204,20 @@ class Layout:
         return self.deployment.describe() if self.replicas == 1 else f"{self.replicas} x ({self.deployment.describe()})"
 
 
-def _trace(sc: ServedCase, rate_per_s: float | None, replicas: int, requests: int | None = None) -> Trace:
+def _trace(sc: ServedCase, rate_per_s: float | None, replicas: int, requests: int | None = None, drawn: int | None = None) -> Trace:
+    """The row's requests: the first `requests` of `drawn` (so a rate search's probes, each as
+    long as its rate needs, share their requests' lengths: common random numbers, which keep a
+    probe's verdict from turning on a fresh draw), arriving at `rate_per_s` (None: all at once)."""
     n = requests or min(sc.requests * replicas, max(MAX_TOTAL_REQUESTS, sc.requests))
+    m = max(n, drawn or 0)
     arrivals = np.zeros(n) if rate_per_s is None else np.cumsum(np.random.default_rng(0).exponential(1 / rate_per_s, n))
     rng = np.random.default_rng(0)
     lengths = mlperf_lengths(sc.dataset) if sc.dataset else None
     if lengths is not None:
-        inputs, outputs = lengths.draw(n, sc.output_tokens, rng)
+        inputs, outputs = lengths.draw(m, sc.output_tokens, rng)
     else:
-        inputs, outputs = (draw_lengths(inferencex_random(tokens, sc.range_ratio), rng, n) for tokens in (sc.input_tokens, sc.output_tokens))
-    return Trace("validation", arrivals - arrivals[0], inputs, outputs)
+        inputs, outputs = (draw_lengths(inferencex_random(tokens, sc.range_ratio), rng, m) for tokens in (sc.input_tokens, sc.output_tokens))
+    return Trace("validation", arrivals - arrivals[0], inputs[:n], outputs[:n])
 
 
 _RUNS: dict[str, dict[str, Any]] = {}
@@ -252,8 +256,9 @@ def run_served(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, ef
 
 
 def _simulate(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: ServedCase, eff: Efficiency | None,
-              rate_per_s: float | None, slo: dict[str, str] | None = None, requests: int | None = None) -> dict[str, Any]:
-    trace = _trace(sc, rate_per_s, lay.replicas, requests)
+              rate_per_s: float | None, slo: dict[str, str] | None = None, requests: int | None = None,
+              drawn: int | None = None) -> dict[str, Any]:
+    trace = _trace(sc, rate_per_s, lay.replicas, requests, drawn)
     summary = simulate(model, chip, lay.deployment, trace, sc.cfg, replicas=lay.replicas, router="least-outstanding-tokens",
                        slo=slo, eff=eff).summary
     return summary if rate_per_s is None else _as_long_as_mlperf_server(summary, float(trace.arrival_s[-1]))
@@ -320,12 +325,13 @@ def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: Ser
     which bounds the search; loose limits (llama2-70b's 2 s and 200 ms) hold at nearly all of it,
     so that rate is tried first."""
     saturated = run_served(model, chip, lay, sc, eff, "throughput")
+    top = saturated["request_throughput"] * (1 - 2.0**-BISECTION_STEPS)
 
     def probe(rate: float) -> dict[str, Any] | None:
-        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo), requests=server_probe_requests(rate))
+        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo), requests=server_probe_requests(rate),
+                            drawn=server_probe_requests(top))
         return {**summary, "offered_rate_per_s": rate} if all(summary["slo_met"].values()) else None
 
-    top = saturated["request_throughput"] * (1 - 2.0**-BISECTION_STEPS)
     best = probe(top)
     if best is not None:
         return best
