@@ -93,7 +93,7 @@ class Replica:
         """Every decoder's gap since its last token: the step, plus the prefill-only steps it waited
         (`waits`: decoders are only added while they wait, so the first n of them waited the first)."""
         left, before, waited = decodes, 0, sum(wait_s for _, wait_s in self.waits)
-        for n, wait_s in self.waits:  # oldest first: decoders before[...n] waited this step and every later one
+        for n, wait_s in self.waits:  # oldest first: decoders before..n sat through this wait and every later one
             group = min(n - before, left)
             if group > 0:
                 self.metrics.itl(step_s + waited, group)
