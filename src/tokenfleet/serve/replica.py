@@ -95,9 +95,9 @@ class Replica:
         left, before, waited = decodes, 0, sum(wait_s for _, wait_s in self.waits)
         for n, wait_s in self.waits:  # oldest first: decoders before..n sat through this wait and every later one
             group = min(n - before, left)
-            if group > 0:
+            if group:
                 self.metrics.itl(step_s + waited, group)
-            left, before, waited = left - max(group, 0), max(before, n), waited - wait_s
+            left, before, waited = left - group, n, waited - wait_s
         self.waits.clear()
         if left:
             self.metrics.itl(step_s, left)
@@ -108,9 +108,11 @@ class Replica:
         largest prompt chunk's new tokens, context and pairs (decoders count as the mean one)."""
         s, w = self.sched, self.cost.window
         new = plan.decodes * s.t
-        kv, kv_w = (s.ctx_sum, self._decode_window_ctx()) if plan.decodes else (0.0, 0.0)  # none: they wait
-        t_pairs = s.t * (s.t - 1) / 2
-        pairs, pairs_w = (s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs) if plan.decodes else (0.0, 0.0)
+        kv = kv_w = pairs = pairs_w = 0.0  # a prefill-only step: the decoders wait, reading nothing
+        if plan.decodes:
+            kv, kv_w = s.ctx_sum, self._decode_window_ctx()
+            t_pairs = s.t * (s.t - 1) / 2
+            pairs, pairs_w = s.t * kv - plan.decodes * t_pairs, s.t * kv_w - s.in_window * t_pairs
         big_new = big_kv = big_pairs = 0.0
         for req, chunk in plan.chunks:
             start, end = req.computed, req.computed + chunk

@@ -326,10 +326,10 @@ def _best_rate_within_slo(model: ModelSpec, chip: ChipSpec, lay: Layout, sc: Ser
     so that rate is tried first."""
     saturated = run_served(model, chip, lay, sc, eff, "throughput")
     top = saturated["request_throughput"] * (1 - 2.0**-BISECTION_STEPS)
+    drawn = server_probe_requests(top)  # every probe replays the first requests of the fastest one's
 
     def probe(rate: float) -> dict[str, Any] | None:
-        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo), requests=server_probe_requests(rate),
-                            drawn=server_probe_requests(top))
+        summary = _simulate(model, chip, lay, sc, eff, rate, dict(sc.slo), requests=server_probe_requests(rate), drawn=drawn)
         return {**summary, "offered_rate_per_s": rate} if all(summary["slo_met"].values()) else None
 
     best = probe(top)
