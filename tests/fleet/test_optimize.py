@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from tokenfleet.errors import TokenfleetError
@@ -43,11 +43,24 @@ def test_the_fleet_always_covers_demand(args: tuple[list[float], tuple[list[floa
 
 @settings(max_examples=30, deadline=None)
 @given(problems, st.floats(1.0, 3.0))
+@example(([4.0, 1.0, 1.0], ([1.0, 1.0, 10.0], [4.5, 1.0, 1.0]), (1e-05, 6.5)), 1.5)  # found by hypothesis: $12 against $9
 def test_cost_is_monotone_in_demand(args: tuple[list[float], tuple[list[float], list[float]], tuple[float, float]], factor: float) -> None:
     usd, caps, rates = args
     low = solve(build(usd, caps, rates)).usd_per_hour
     high = solve(build(usd, caps, (rates[0] * factor, rates[1] * factor))).usd_per_hour
     assert high >= low - 1e-6
+
+
+def test_replicas_a_sliver_short_get_the_cheapest_top_up_not_one_more_of_each() -> None:
+    """Class b fills one $4 replica and two $1 ones exactly; a class of 1e-5 req/s beside it is
+    within HiGHS's feasibility tolerance, so the MILP answers those three ($6) a sliver short. The
+    cheapest fleet that carries both costs $7, not the $12 of rounding each overfilled one up."""
+    p = build([4.0, 1.0, 1.0], ([1.0, 1.0, 10.0], [4.5, 1.0, 1.0]), (1e-5, 6.5))
+    sol = solve(p)
+    assert sol.usd_per_hour == 7.0
+    for u in p.units:
+        load = sum(x / p.caps[(c, k)] for (c, k), x in sol.split.items() if k == u.key)
+        assert load <= sol.replicas.get(u.key, 0)
 
 
 def test_classes_share_a_deployment_when_that_is_cheaper() -> None:

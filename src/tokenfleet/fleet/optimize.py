@@ -20,7 +20,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, linprog, milp
@@ -113,6 +113,33 @@ def _solve(p: Problem) -> Solution | None:
     rather than req/s keep the demand rows at 1 whatever the rates (a class of 1e-7 req/s would
     otherwise sit inside the solver's feasibility tolerance and go unserved)."""
     pairs = _pairs(p)
+    found = _milp(p, pairs)
+    if found is None:
+        return None
+    n, shares = found
+    split = balanced_split(p, _replicas(p, n))
+    if split is not None and _short(p, n, split):
+        # HiGHS's feasibility tolerance (~1e-6) let the replicas fall a sliver short of the demand
+        # (a class of 1e-5 req/s beside replicas the other class fills exactly): the cheapest fleet
+        # that carries it is the MILP's answer for a sliver more demand. Rounding up each
+        # deployment the balanced split overfills instead doubled a $6 fleet that $7 carries.
+        again = _milp(replace(p, rates={c: r * (1 + SLIVER) for c, r in p.rates.items()}), pairs)
+        if again is not None:
+            n, split = again[0], balanced_split(p, _replicas(p, again[0]))
+    if split is not None and (more := _rounded_up(p, pairs, n, split)) is not None:
+        n, split = more, balanced_split(p, _replicas(p, more))
+    if split is None:
+        split = {(c, k): float(shares[j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if shares[j] > 1e-9}
+    return Solution(_replicas(p, n), split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
+
+
+#: How much more demand a re-solve asks for when the MILP's replicas fell a sliver short: well
+#: above HiGHS's feasibility tolerance (~1e-6) relative to a replica's load, far below any real margin.
+SLIVER = 1e-5
+
+
+def _milp(p: Problem, pairs: list[tuple[str, str]]) -> tuple[np.ndarray, np.ndarray] | None:
+    """The MILP's replicas per unit and each (class, unit) pair's share of its class; None if infeasible."""
     nu = len(p.units)
     cost = np.concatenate([[u.usd_per_hour for u in p.units], np.zeros(len(pairs))])
     upper = np.concatenate([[_upper_replicas(p, u) for u in p.units], np.ones(len(pairs))])
@@ -122,13 +149,7 @@ def _solve(p: Problem) -> Solution | None:
                    options={"time_limit": 60.0, "mip_rel_gap": 1e-6})
     if res.x is None or res.status not in (0, 1):
         return None
-    n = np.rint(res.x[:nu]).astype(int)
-    split = balanced_split(p, _replicas(p, n))
-    if split is not None and (more := _rounded_up(p, pairs, n, split)) is not None:
-        n, split = more, balanced_split(p, _replicas(p, more))
-    if split is None:
-        split = {(c, k): float(res.x[nu + j]) * p.rates[c] for j, (c, k) in enumerate(pairs) if res.x[nu + j] > 1e-9}
-    return Solution(_replicas(p, n), split, float(sum(u.usd_per_hour * n[i] for i, u in enumerate(p.units))))
+    return np.rint(res.x[:nu]).astype(int), res.x[nu:]
 
 
 def _replicas(p: Problem, n: np.ndarray) -> dict[str, int]:
@@ -140,16 +161,26 @@ def _rounded_up(p: Problem, pairs: list[tuple[str, str]], n: np.ndarray, split: 
     the MILP leave a deployment a sliver short (a class of 1e-6 req/s beside a full replica: its
     load is 1.000002 replicas), if the chip and vendor limits allow them; None when `n` already
     carries it (or the limits leave nothing more)."""
-    load = {u.key: 0.0 for u in p.units}
-    for (c, k), x in split.items():
-        load[k] += x / p.caps[(c, k)]
-    need = np.array([max(int(n[i]), math.ceil(load[u.key] - LEVEL_TOLERANCE)) for i, u in enumerate(p.units)])
+    need = _needed(p, n, split)
     if np.array_equal(need, n):
         return None
     shares = [split.get((c, k), 0.0) / p.rates[c] for c, k in pairs]
     v = np.concatenate([need, shares])
     within = all(np.all(con.A @ v >= con.lb - 1e-6) and np.all(con.A @ v <= con.ub + 1e-6) for con in _constraints(p, pairs))
     return need if within else None
+
+
+def _needed(p: Problem, n: np.ndarray, split: dict[tuple[str, str], float]) -> np.ndarray:
+    """Replicas of each unit that carry `split`: `n`, or more where its load exceeds them."""
+    load = {u.key: 0.0 for u in p.units}
+    for (c, k), x in split.items():
+        load[k] += x / p.caps[(c, k)]
+    return np.array([max(int(n[i]), math.ceil(load[u.key] - LEVEL_TOLERANCE)) for i, u in enumerate(p.units)])
+
+
+def _short(p: Problem, n: np.ndarray, split: dict[tuple[str, str], float]) -> bool:
+    """Whether `n` replicas fall short of carrying `split`."""
+    return not np.array_equal(_needed(p, n, split), n)
 
 
 #: Utilisation levels closer than this are one level (the LP's own tolerance is ~1e-9).
